@@ -1,0 +1,138 @@
+"""All knobs of a run in one frozen, commented config, with presets and dotted overrides."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+from typing import Any
+
+from convae_jax.errors import ConfigError
+
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "selu", "identity")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """SPEC §2–§3: architecture and loss of Conv4Rec."""
+
+    orientation: str = "item"  # "item": rows are items, columns users (measured default, SPEC §3); "user": rows are users
+    conv_channels: int = 8  # k: width of the input 1x1 convolution A (C -> k)
+    hidden: tuple[int, ...] = (128,)  # encoder dense widths; hidden[0] is d, further entries are extra layers
+    decoder_channels: int = 8  # k': width of the decoder before the output 1x1 convolution B (k' -> C)
+    encoder_activation: str = "tanh"  # φ, one of ACTIVATIONS
+    decoder_activation: str = "identity"  # ψ, applied before B; one of ACTIVATIONS
+    input_dropout: float = 0.6  # p: probability of dropping each observed interaction from the input while training, in [0, 1)
+    rating_weight: float = 1.0  # λ in ℓ = −Σ[log p(i) + λ log p(c|i)]; 1 is the joint likelihood
+    explicit_on: str = "all"  # which interactions the explicit term scores: "all" observed, or only those "dropped" this step
+    logit_chunk: int = 8192  # columns per chunk of the log-sum-exp over the catalogue; memory O(batch·chunk·C)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, batching, early stopping."""
+
+    learning_rate: float = 1e-3  # Adam step size
+    l2: float = 0.1  # coefficient on the summed squared weights (not biases), added to the batch-mean loss
+    batch_rows: int = 128  # most rows (users or items) per step
+    max_epochs: int = 150  # upper bound on epochs
+    patience: int = 15  # epochs without validation improvement before stopping
+    validation_fraction: float = 0.05  # share of training interactions held out for early stopping, in [0, 1)
+    select_metric: str = "rmse"  # validation metric that picks the epoch: "rmse" or "nll"
+    seed: int = 0  # root of every random stream of the run (split, init, dropout, shuffling)
+    progress: bool = True  # show a progress bar
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Protocols of SPEC §5."""
+
+    test_fraction: float = 0.1  # random hold-out of interactions for the explicit protocol
+    split_seed: int = 0  # seed of the train/test split (kept apart from the training seed)
+    rating_threshold: float = 4.0  # τ in P(rating >= τ | consumed)
+    ks: tuple[int, ...] = (20,)  # cut-offs of Recall@K and NDCG@K
+    eval_rows: int = 256  # users per batch when scoring the whole catalogue
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def validate(self) -> "Config":
+        m, t, e = self.model, self.train, self.eval
+        checks = [
+            (m.orientation in ("item", "user"), "model.orientation must be 'item' or 'user'"),
+            (m.conv_channels >= 1 and m.decoder_channels >= 1, "model.conv_channels and model.decoder_channels must be >= 1"),
+            (len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden), "model.hidden must be a non-empty tuple of positive widths"),
+            (m.encoder_activation in ACTIVATIONS, f"model.encoder_activation must be one of {ACTIVATIONS}"),
+            (m.decoder_activation in ACTIVATIONS, f"model.decoder_activation must be one of {ACTIVATIONS}"),
+            (0.0 <= m.input_dropout < 1.0, "model.input_dropout must lie in [0, 1)"),
+            (m.rating_weight >= 0.0, "model.rating_weight must be >= 0"),
+            (m.explicit_on in ("all", "dropped"), "model.explicit_on must be 'all' or 'dropped'"),
+            (m.logit_chunk >= 1, "model.logit_chunk must be >= 1"),
+            (t.learning_rate > 0, "train.learning_rate must be > 0"),
+            (t.l2 >= 0, "train.l2 must be >= 0"),
+            (t.batch_rows >= 1, "train.batch_rows must be >= 1"),
+            (t.max_epochs >= 1 and t.patience >= 1, "train.max_epochs and train.patience must be >= 1"),
+            (0.0 <= t.validation_fraction < 1.0, "train.validation_fraction must lie in [0, 1)"),
+            (t.select_metric in ("rmse", "nll"), "train.select_metric must be 'rmse' or 'nll'"),
+            (0.0 < e.test_fraction < 1.0, "eval.test_fraction must lie in (0, 1)"),
+            (len(e.ks) >= 1 and all(k >= 1 for k in e.ks), "eval.ks must be positive cut-offs"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Config":
+        sections = {}
+        for f in dataclasses.fields(cls):
+            section_type = f.type if isinstance(f.type, type) else globals()[f.type]
+            values = dict(raw.get(f.name, {}))
+            known = {g.name: g for g in dataclasses.fields(section_type)}
+            unknown = set(values) - set(known)
+            if unknown:
+                raise ConfigError(f"unknown config keys in '{f.name}': {sorted(unknown)}")
+            for key, value in values.items():
+                if isinstance(value, list):
+                    values[key] = tuple(value)
+            sections[f.name] = section_type(**values)
+        return cls(**sections).validate()
+
+    def override(self, assignments: list[str] | tuple[str, ...]) -> "Config":
+        """Applies `section.field=value` strings (values parsed as Python literals)."""
+        raw = self.to_dict()
+        for assignment in assignments:
+            key, sep, text = assignment.partition("=")
+            section, dot, name = key.strip().partition(".")
+            if not sep or not dot or section not in raw or name not in raw[section]:
+                raise ConfigError(f"bad override {assignment!r}: expected section.field=value with a known field")
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text  # bare words such as item or tanh
+            raw[section][name] = value
+        return Config.from_dict(raw)
+
+
+def default() -> Config:
+    """The measured default (see README): item rows, d = 128, dropout 0.6, λ = 1."""
+    return Config().validate()
+
+
+def testing() -> Config:
+    """A tiny preset that keeps tests fast."""
+    return Config(
+        model=ModelConfig(conv_channels=4, hidden=(16,), decoder_channels=4, input_dropout=0.3),
+        train=TrainConfig(learning_rate=1e-2, l2=1e-3, batch_rows=32, max_epochs=5, patience=5, progress=False),
+        eval=EvalConfig(eval_rows=64),
+    ).validate()

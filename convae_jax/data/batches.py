@@ -1,0 +1,89 @@
+"""Sparse row batches of fixed shape: rows packed greedily under a row cap and an entry budget.
+
+A model row is a user (user orientation) or an item (item orientation); its entries are the
+(column, channel, count) triples observed for it. Every batch has the same shapes, so the train
+step compiles once: `row` (B,), `row_mask` (B,), and per entry `segment` (T,) ∈ [0, B] (B marks
+padding), `col`, `channel`, `count` (T,) with count 0 on padding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, NamedTuple
+
+import numpy as np
+
+from convae_jax.data.interactions import Interactions
+
+
+class RowBatch(NamedTuple):
+    row: np.ndarray  # (B,) int32 row index, 0 on padding rows
+    row_mask: np.ndarray  # (B,) float32, 1 for real rows
+    segment: np.ndarray  # (T,) int32 position of the entry's row in the batch, B on padding
+    col: np.ndarray  # (T,) int32
+    channel: np.ndarray  # (T,) int32
+    count: np.ndarray  # (T,) float32, 0 on padding
+
+
+@dataclasses.dataclass(frozen=True)
+class RowMatrix:
+    """Interactions in compressed sparse rows for one orientation."""
+
+    indptr: np.ndarray  # (n_rows + 1,) int64
+    col: np.ndarray
+    channel: np.ndarray
+    count: np.ndarray
+    n_rows: int
+    n_cols: int
+
+    @classmethod
+    def from_interactions(cls, data: Interactions, *, orientation: str) -> "RowMatrix":
+        rows, cols = (data.user, data.item) if orientation == "user" else (data.item, data.user)
+        n_rows, n_cols = (data.n_users, data.n_items) if orientation == "user" else (data.n_items, data.n_users)
+        order = np.lexsort((cols, rows))
+        indptr = np.zeros(n_rows + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+        return cls(indptr, cols[order].astype(np.int32), data.channel[order].astype(np.int32),
+                   data.count[order].astype(np.float32), n_rows, n_cols)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+
+def entry_budget(lengths: np.ndarray, batch_rows: int) -> int:
+    """Entries per batch: room for `batch_rows` rows of 1.25x mean length, and for the longest row."""
+    mean = float(lengths.mean()) if lengths.size else 1.0
+    budget = max(int(lengths.max(initial=1)), int(np.ceil(1.25 * batch_rows * mean)), 1)
+    return int(-(-budget // 128) * 128)
+
+
+def iterate_batches(matrix: RowMatrix, rows: np.ndarray, *, batch_rows: int, budget: int) -> Iterator[RowBatch]:
+    """Packs `rows`, in the given order, into fixed-shape batches."""
+    lengths = matrix.lengths
+    start = 0
+    while start < len(rows):
+        stop, used = start, 0
+        while stop < len(rows) and stop - start < batch_rows and used + lengths[rows[stop]] <= budget:
+            used += lengths[rows[stop]]
+            stop += 1
+        if stop == start:
+            raise ValueError(f"row {rows[start]} has {lengths[rows[start]]} entries, over the budget {budget}")
+        yield _pack(matrix, rows[start:stop], batch_rows, budget)
+        start = stop
+
+
+def _pack(matrix: RowMatrix, rows: np.ndarray, batch_rows: int, budget: int) -> RowBatch:
+    lengths = matrix.lengths[rows]
+    n = int(lengths.sum())
+    offsets = np.cumsum(lengths) - lengths
+    entries = np.arange(n) + np.repeat(matrix.indptr[rows] - offsets, lengths)
+    segment = np.full(budget, batch_rows, np.int32)
+    segment[:n] = np.repeat(np.arange(len(rows), dtype=np.int32), lengths)
+    col, channel, count = (np.zeros(budget, dt) for dt in (np.int32, np.int32, np.float32))
+    col[:n], channel[:n], count[:n] = matrix.col[entries], matrix.channel[entries], matrix.count[entries]
+    row = np.zeros(batch_rows, np.int32)
+    row[: len(rows)] = rows
+    row_mask = np.zeros(batch_rows, np.float32)
+    row_mask[: len(rows)] = 1.0
+    return RowBatch(row, row_mask, segment, col, channel, count)

@@ -1,0 +1,61 @@
+"""The joint loss of SPEC §3 as pure functions over logits.
+
+For a row r with observed entries Ω_r (with counts), logits L ∈ R^{n×C} and
+log Z_r = logsumexp over all n·C entries of L:
+    log p_r(col)      = logsumexp_c L[col] − log Z_r
+    log p_r(c | col)  = L[col, c] − logsumexp_c L[col]
+    ℓ_r = − Σ_{(col,c)∈Ω_r} count · [log p_r(col) + λ · log p_r(c | col)]
+λ = 1 gives the joint multinomial log-likelihood −Σ count · log p_r(col, c).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def row_losses(entry_logits, log_z, segment, channel, count, explicit_weight, *, rating_weight: float, n_rows: int):
+    """ℓ_r for every row, (n_rows,).
+
+    entry_logits (T, C): logits at the observed entries; log_z (n_rows,); segment (T,) with
+    n_rows marking padding; count (T,) with 0 on padding; explicit_weight (T,) in {0, 1} selects
+    which entries the explicit term scores (all observed, or only those dropped from the input).
+    """
+    log_z_entries = jnp.concatenate([log_z, jnp.zeros((1,), log_z.dtype)])[segment]
+    log_consume = jax.nn.logsumexp(entry_logits, axis=-1)
+    log_p_col = log_consume - log_z_entries
+    log_p_rating = jnp.take_along_axis(entry_logits, channel[:, None], axis=-1)[:, 0] - log_consume
+    per_entry = -count * (log_p_col + rating_weight * explicit_weight * log_p_rating)
+    return jax.ops.segment_sum(per_entry, segment, num_segments=n_rows + 1)[:n_rows]
+
+
+def chunked_logsumexp(logits_of_columns, *, n_cols: int, chunk: int):
+    """logsumexp over all columns and channels of `logits_of_columns(cols) -> (B, m, C)`.
+
+    Above `chunk` columns the catalogue is walked in chunks under `jax.checkpoint`, so forward and
+    backward keep O(B·chunk·C) logits alive instead of O(B·n·C).
+    """
+    if n_cols <= chunk:
+        return jax.nn.logsumexp(logits_of_columns(jnp.arange(n_cols)), axis=(1, 2))
+    n_chunks = -(-n_cols // chunk)
+
+    @jax.checkpoint
+    def chunk_lse(start):
+        cols = start + jnp.arange(chunk)
+        logits = logits_of_columns(jnp.minimum(cols, n_cols - 1))
+        logits = jnp.where((cols < n_cols)[None, :, None], logits, -jnp.inf)
+        return jax.nn.logsumexp(logits, axis=(1, 2))
+
+    def body(running, start):
+        return jnp.logaddexp(running, chunk_lse(start)), None
+
+    first = chunk_lse(jnp.int32(0))
+    starts = jnp.arange(1, n_chunks, dtype=jnp.int32) * chunk
+    total, _ = jax.lax.scan(body, first, starts)
+    return total
+
+
+def log_probabilities(logits, log_z):
+    """(log p(col) (…, m), log p(c | col) (…, m, C)) from logits (…, m, C) and log Z (…)."""
+    log_consume = jax.nn.logsumexp(logits, axis=-1)
+    return log_consume - log_z[..., None], logits - log_consume[..., None]

@@ -1,0 +1,278 @@
+"""Predictions of a fitted Conv4Rec (SPEC §4): P(consume), P(rating | consumed), rankings, fold-in.
+
+Everything is computed per user batch: no dense users × items × channels array ever exists.
+
+Orientation decides what a user is to the network:
+- user rows: a user is a row; their code is h_u = encoder(history), and
+  P(i | u) = p_u(i) = Σ_c softmax over all n·C logits of L_u.
+- item rows: a user is a column; the joint is P(i) · p_i(u, c), so
+  P(i | u) ∝ P(i) · p_i(u), normalised over items, with P(i) the training item frequency
+  (add-one smoothed so that unseen items keep a finite score), and P(c | u, i) = softmax_c L_i[u].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Iterator, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from convae_jax import losses
+from convae_jax.config import Config
+from convae_jax.data.batches import RowMatrix, entry_budget, iterate_batches
+from convae_jax.data.interactions import Interactions
+from convae_jax.errors import ConvaeError
+from convae_jax.model import ACTIVATION_FNS, Conv4Rec, build_model
+
+MODES = ("consume", "enjoy", "gems")
+
+
+class UserScores(NamedTuple):
+    """Scores of a batch of users over the whole catalogue."""
+
+    users: np.ndarray  # (b,) user indices (or positions of folded-in users)
+    log_p_consume: np.ndarray  # (b, n_items) log P(i | u), a distribution over items
+    log_p_rating: np.ndarray  # (b, n_items, C) log P(rating = v_c | u, i consumed)
+
+
+@dataclasses.dataclass(eq=False)
+class FittedModel:
+    """A trained Conv4Rec together with the training interactions its encoder reads."""
+
+    config: Config
+    params: dict
+    train: Interactions
+    history: tuple = ()
+
+    def __post_init__(self):
+        self.orientation = self.config.model.orientation
+        self.matrix = RowMatrix.from_interactions(self.train, orientation=self.orientation)
+        self.module = build_model(self.config.model, n_cols=self.matrix.n_cols, n_channels=self.train.n_channels)
+        self.params = jax.tree_util.tree_map(jnp.asarray, self.params)
+        self._kernels = _Kernels.of(self.module)
+
+    # --- per-pair rating distributions -----------------------------------------------------------
+
+    def rating_log_probs(self, users, items, *, chunk: int = 16384) -> np.ndarray:
+        """log P(rating = v_c | u, i consumed), (P, C), for pairs of known users and items."""
+        users, items = np.asarray(users, np.int32), np.asarray(items, np.int32)
+        rows, cols = (users, items) if self.orientation == "user" else (items, users)
+        codes = self.row_codes
+        out = []
+        for start in range(0, rows.size, chunk):
+            r, c = _pad(rows[start:start + chunk], chunk), _pad(cols[start:start + chunk], chunk)
+            logits = self._kernels.entry_logits(self.params, codes[r], c)
+            out.append(np.asarray(jax.nn.log_softmax(logits, axis=-1))[: min(chunk, rows.size - start)])
+        return np.concatenate(out) if out else np.zeros((0, self.train.n_channels), np.float32)
+
+    def expected_rating(self, users, items) -> np.ndarray:
+        """E[rating | u, i consumed] = Σ_c v_c P(c | u, i), (P,)."""
+        return np.exp(self.rating_log_probs(users, items)) @ np.asarray(self.train.channel_values, np.float32)
+
+    # --- whole-catalogue scores ------------------------------------------------------------------
+
+    def score_users(self, users, *, batch: int | None = None) -> Iterator[UserScores]:
+        """Scores of known users over every item, one batch of users at a time."""
+        users = np.asarray(users, np.int32)
+        batch = batch or self.config.eval.eval_rows
+        for start in range(0, users.size, batch):
+            chunk = users[start:start + batch]
+            padded = _pad(chunk, batch)
+            if self.orientation == "user":
+                log_c, log_r = self._kernels.user_row_scores(self.params, self.row_codes[padded])
+            else:
+                log_c, log_r = self._kernels.item_row_scores(self.params, self.row_codes, self.row_log_z,
+                                                             self.log_item_prior, _column_params(self.params, padded))
+            yield UserScores(chunk, np.asarray(log_c)[: chunk.size], np.asarray(log_r)[: chunk.size])
+
+    def fold_in(self, history: Interactions, **options) -> "FoldedUsers":
+        """Scores for users absent from training, from their `history` alone, without retraining.
+
+        User rows: their history is encoded as any row is. Item rows: a new user is a new
+        column; `fold_in_columns` fits that column's output parameters with the network frozen.
+        """
+        if (history.n_items, history.channel_values) != (self.train.n_items, self.train.channel_values):
+            raise ConvaeError("fold-in history must use the model's item index space and rating scale")
+        return FoldedUsers(self, history, options)
+
+    # --- cached row quantities -------------------------------------------------------------------
+
+    @functools.cached_property
+    def row_codes(self) -> jnp.ndarray:
+        """h for every row (n_rows, d), from the training interactions, no dropout."""
+        return encode_rows(self._kernels, self.params, self.matrix, self.config.eval.eval_rows)
+
+    @functools.cached_property
+    def row_log_z(self) -> jnp.ndarray:
+        """log Z_r over all n·C logits of every row (n_rows,)."""
+        chunk = self.config.model.logit_chunk
+        parts = [self._kernels.log_z(self.params, self.row_codes[start:start + 256], chunk)
+                 for start in range(0, self.matrix.n_rows, 256)]
+        return jnp.concatenate(parts)
+
+    @functools.cached_property
+    def log_item_prior(self) -> jnp.ndarray:
+        """log P(i): add-one smoothed training item frequency (item rows)."""
+        counts = np.bincount(self.train.item, weights=self.train.count, minlength=self.train.n_items) + 1.0
+        return jnp.asarray(np.log(counts / counts.sum()), jnp.float32)
+
+
+@dataclasses.dataclass(eq=False)
+class FoldedUsers:
+    """New users scored by a fitted model from their own history (see FittedModel.fold_in)."""
+
+    model: FittedModel
+    history: Interactions
+    options: dict
+
+    def __post_init__(self):
+        model = self.model
+        self.users = np.unique(self.history.user)
+        local = dataclasses.replace(self.history, user=np.searchsorted(self.users, self.history.user).astype(np.int32),
+                                    n_users=max(len(self.users), 1), user_ids=self.history.user_ids[self.users] if len(self.users) else np.zeros(1))
+        self.local = local
+        if model.orientation == "user":
+            matrix = RowMatrix.from_interactions(local, orientation="user")
+            self.codes = encode_rows(model._kernels, model.params, matrix, model.config.eval.eval_rows)
+        else:
+            self.columns = fold_in_columns(model, local, **self.options)
+
+    def score(self, *, batch: int | None = None) -> Iterator[UserScores]:
+        """Scores of the folded-in users, in the order of `self.users` (their original indices)."""
+        model = self.model
+        batch = batch or model.config.eval.eval_rows
+        n = len(self.users)
+        for start in range(0, n, batch):
+            idx = _pad(np.arange(start, min(start + batch, n), dtype=np.int32), batch)
+            if model.orientation == "user":
+                log_c, log_r = model._kernels.user_row_scores(model.params, self.codes[idx])
+            else:
+                columns = jax.tree_util.tree_map(lambda a: a[idx], self.columns)
+                log_c, log_r = model._kernels.item_row_scores(model.params, model.row_codes, model.row_log_z,
+                                                              model.log_item_prior, columns)
+            size = min(batch, n - start)
+            yield UserScores(self.users[start:start + size], np.asarray(log_c)[:size], np.asarray(log_r)[:size])
+
+
+# --- jitted kernels shared by fitted and folded-in users ---------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Kernels:
+    module: Conv4Rec
+
+    @classmethod
+    @functools.lru_cache(maxsize=32)
+    def of(cls, module: Conv4Rec) -> "_Kernels":
+        return cls(module)
+
+    @functools.cached_property
+    def encode(self):
+        def run(params, segment, col, channel, count, n_rows):
+            return self.module.apply({"params": params}, segment, col, channel, count, n_rows, method=Conv4Rec.encode)
+        return jax.jit(run, static_argnums=5)
+
+    @functools.cached_property
+    def entry_logits(self):
+        return jax.jit(lambda params, h, cols: self.module.apply({"params": params}, h, cols, method=Conv4Rec.entry_logits))
+
+    @functools.cached_property
+    def log_z(self):
+        def run(params, h, chunk):
+            fn = lambda cols: self.module.apply({"params": params}, h, cols, method=Conv4Rec.column_logits)
+            return losses.chunked_logsumexp(fn, n_cols=self.module.n_cols, chunk=chunk)
+        return jax.jit(run, static_argnums=2)
+
+    @functools.cached_property
+    def user_row_scores(self):
+        def run(params, codes):
+            logits = self.module.apply({"params": params}, codes, jnp.arange(self.module.n_cols), method=Conv4Rec.column_logits)
+            return losses.log_probabilities(logits, jax.nn.logsumexp(logits, axis=(1, 2)))
+        return jax.jit(run)
+
+    @functools.cached_property
+    def item_row_scores(self):
+        def run(params, item_codes, item_log_z, log_prior, columns):
+            logits = column_logits_for_users(self.module, params, item_codes, columns)  # (b, n_items, C)
+            log_p_user_given_item, log_rating = losses.log_probabilities(logits, jnp.broadcast_to(item_log_z, logits.shape[:2]))
+            return jax.nn.log_softmax(log_prior + log_p_user_given_item, axis=-1), log_rating
+        return jax.jit(run)
+
+
+def column_logits_for_users(module: Conv4Rec, params, item_codes, columns):
+    """Item-row logits L_i[u] (b, n_items, C) for user columns given by their own parameters:
+    columns = (decoder_kernel (b, d, k'), decoder_bias (b, k'), output_bias (b, C))."""
+    kernel, bias, out_bias = columns
+    y = jnp.einsum("id,udk->uik", item_codes, kernel) + bias[:, None, :]
+    return ACTIVATION_FNS[module.decoder_activation](y) @ params["output_conv"] + out_bias[:, None, :]
+
+
+def _column_params(params, cols):
+    return params["decoder_kernel"][cols], params["decoder_bias"][cols], params["output_bias"][cols]
+
+
+def encode_rows(kernels: _Kernels, params, matrix: RowMatrix, batch_rows: int) -> jnp.ndarray:
+    """Codes of every row of `matrix`, (n_rows, d), in row order."""
+    budget = entry_budget(matrix.lengths, batch_rows)
+    codes = []
+    for batch in iterate_batches(matrix, np.arange(matrix.n_rows), batch_rows=batch_rows, budget=budget):
+        h = kernels.encode(params, batch.segment, batch.col, batch.channel, batch.count, batch_rows)
+        codes.append(h[: int(batch.row_mask.sum())])
+    return jnp.concatenate(codes)
+
+
+def fold_in_columns(model: FittedModel, history: Interactions, *, steps: int = 150, learning_rate: float = 0.05,
+                    users_per_fit: int = 64):
+    """Fits, for each new user (a new column under item rows), the column's output parameters
+    θ_u = (W_dec[u], b_dec[u], bias[u]) with every other parameter frozen, maximising
+        Σ_(i,c)∈H_u [log p_i(u) + λ log p_i(c | u)] − Σ_i N_i p_i(u) − l2 ‖W_dec[u]‖²,
+    where N_i is item i's training count: the second term is the Poisson log-likelihood of the
+    user's absence from every other item row. θ starts at the mean training column. Adam, full
+    batch, vmapped over users.
+    """
+    import optax
+
+    params, module = model.params, model.module
+    codes, log_z = model.row_codes, model.row_log_z
+    item_counts = jnp.asarray(np.bincount(model.train.item, weights=model.train.count, minlength=model.train.n_items), jnp.float32)
+    rating_weight, l2 = model.config.model.rating_weight, model.config.train.l2
+    start = tuple(jnp.mean(p, axis=0) for p in _column_params(params, jnp.arange(model.matrix.n_cols)))
+    tx = optax.adam(learning_rate)
+
+    def objective(theta, x):
+        logits = column_logits_for_users(module, params, codes, jax.tree_util.tree_map(lambda a: a[None], theta))[0]
+        log_consume = jax.nn.logsumexp(logits, axis=-1)
+        log_p_user = log_consume - jnp.logaddexp(log_z, log_consume)
+        log_rating = logits - log_consume[:, None]
+        fit = jnp.sum(x.sum(-1) * log_p_user) + rating_weight * jnp.sum(x * log_rating)
+        return -(fit - jnp.sum(item_counts * jnp.exp(log_p_user)) - l2 * jnp.sum(theta[0] ** 2))
+
+    @jax.jit
+    @jax.vmap
+    def fit_one(x):
+        def step(carry, _):
+            theta, opt_state = carry
+            grads = jax.grad(objective)(theta, x)
+            updates, opt_state = tx.update(grads, opt_state)
+            return (optax.apply_updates(theta, updates), opt_state), None
+        (theta, _), _ = jax.lax.scan(step, (start, tx.init(start)), None, length=steps)
+        return theta
+
+    fitted = []
+    for first in range(0, history.n_users, users_per_fit):
+        # Dense (users_per_fit, n_items, C) histories of a few new users at a time.
+        dense = np.zeros((users_per_fit, history.n_items, history.n_channels), np.float32)
+        block = (history.user >= first) & (history.user < first + users_per_fit)
+        np.add.at(dense, (history.user[block] - first, history.item[block], history.channel[block]), history.count[block])
+        theta = fit_one(jnp.asarray(dense))
+        fitted.append(jax.tree_util.tree_map(lambda a: a[: min(users_per_fit, history.n_users - first)], theta))
+    return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *fitted)
+
+
+def _pad(index: np.ndarray, size: int) -> np.ndarray:
+    out = np.zeros(size, np.int32)
+    out[: index.size] = index
+    return out
