@@ -56,6 +56,7 @@ def chunked_logsumexp(logits_of_columns, *, n_cols: int, chunk: int):
 
 
 def log_probabilities(logits, log_z):
-    """(log p(col) (…, m), log p(c | col) (…, m, C)) from logits (…, m, C) and log Z (…)."""
+    """(log p(col) (…, m), log p(c | col) (…, m, C)) from logits (…, m, C) and log Z broadcastable
+    to (…, m): per row (…, 1) or per column (m,)."""
     log_consume = jax.nn.logsumexp(logits, axis=-1)
-    return log_consume - log_z[..., None], logits - log_consume[..., None]
+    return log_consume - log_z, logits - log_consume[..., None]

@@ -55,11 +55,14 @@ def rating_metrics(log_probs, labels, channel_values) -> dict:
     }
 
 
-def _top_k(scores, k):
+def top_k(scores, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(items (b, k), scores (b, k)) in descending score order; ties put the lower index first."""
+    scores = np.asarray(scores)
     k = min(k, scores.shape[1])
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    items = np.take_along_axis(part, np.lexsort((part, -part_scores), axis=1), axis=1)
+    return items, np.take_along_axis(scores, items, axis=1)
 
 
 def recall_at_k_min_norm(scores, relevant, k: int) -> np.ndarray:
@@ -68,7 +71,7 @@ def recall_at_k_min_norm(scores, relevant, k: int) -> np.ndarray:
     nothing relevant; exclude them before averaging. Exclude seen items by scoring them −inf.
     """
     relevant = np.asarray(relevant, bool)
-    hits = np.take_along_axis(relevant, _top_k(np.asarray(scores), k), axis=1).sum(axis=1)
+    hits = np.take_along_axis(relevant, top_k(scores, k)[0], axis=1).sum(axis=1)
     n_relevant = relevant.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_relevant > 0, hits / np.minimum(k, n_relevant), np.nan)
@@ -78,7 +81,7 @@ def ndcg_at_k(scores, relevant, k: int) -> np.ndarray:
     """Per-user NDCG@K with binary relevance: DCG = Σ_{r<K} rel_r / log2(r + 2), divided by the
     ideal DCG of min(K, |relevant|) hits (Liang et al. 2018). NaN for users with nothing relevant."""
     relevant = np.asarray(relevant, bool)
-    top = _top_k(np.asarray(scores), k)
+    top = top_k(scores, k)[0]
     discounts = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
     dcg = (np.take_along_axis(relevant, top, axis=1) * discounts).sum(axis=1)
     ideal_hits = np.minimum(relevant.sum(axis=1), top.shape[1])

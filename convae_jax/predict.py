@@ -88,6 +88,11 @@ class FittedModel:
                                                              self.log_item_prior, _column_params(self.params, padded))
             yield UserScores(chunk, np.asarray(log_c)[: chunk.size], np.asarray(log_r)[: chunk.size])
 
+    def consumption_scores(self, users, *, batch: int | None = None):
+        """(users, log P(i | u)) batches: the evaluation protocols' ranking interface."""
+        for scores in self.score_users(users, batch=batch):
+            yield scores.users, scores.log_p_consume
+
     def fold_in(self, history: Interactions, **options) -> "FoldedUsers":
         """Scores for users absent from training, from their `history` alone, without retraining.
 
@@ -156,6 +161,11 @@ class FoldedUsers:
             size = min(batch, n - start)
             yield UserScores(self.users[start:start + size], np.asarray(log_c)[:size], np.asarray(log_r)[:size])
 
+    def consumption_scores(self, *, batch: int | None = None):
+        """(users, log P(i | u)) batches, users being their indices in the history."""
+        for scores in self.score(batch=batch):
+            yield scores.users, scores.log_p_consume
+
 
 # --- jitted kernels shared by fitted and folded-in users ---------------------------------------------
 
@@ -190,14 +200,14 @@ class _Kernels:
     def user_row_scores(self):
         def run(params, codes):
             logits = self.module.apply({"params": params}, codes, jnp.arange(self.module.n_cols), method=Conv4Rec.column_logits)
-            return losses.log_probabilities(logits, jax.nn.logsumexp(logits, axis=(1, 2)))
+            return losses.log_probabilities(logits, jax.nn.logsumexp(logits, axis=(1, 2))[:, None])
         return jax.jit(run)
 
     @functools.cached_property
     def item_row_scores(self):
         def run(params, item_codes, item_log_z, log_prior, columns):
             logits = column_logits_for_users(self.module, params, item_codes, columns)  # (b, n_items, C)
-            log_p_user_given_item, log_rating = losses.log_probabilities(logits, jnp.broadcast_to(item_log_z, logits.shape[:2]))
+            log_p_user_given_item, log_rating = losses.log_probabilities(logits, item_log_z)
             return jax.nn.log_softmax(log_prior + log_p_user_given_item, axis=-1), log_rating
         return jax.jit(run)
 

@@ -105,12 +105,15 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
 
     Without an explicit `validation` set, `train.validation_fraction` of `train` is held out
     (seeded) for early stopping on `train.select_metric`; the returned model still reads only the
-    remaining interactions, so its encoder never sees the validation pairs.
+    remaining interactions, so its encoder never sees the validation pairs. The returned model
+    reads all of `train` (validation pairs included): at prediction time a user's whole known
+    history is the input.
     """
     config = config.validate()
     tc = config.train
     if train.nnz == 0:
         raise ConvaeError("cannot train on an empty set of interactions")
+    full_train = train
     if validation is None and tc.validation_fraction > 0:
         train, validation = holdout_interactions(train, fraction=tc.validation_fraction, seed=tc.seed + 7919)
     matrix = RowMatrix.from_interactions(train, orientation=config.model.orientation)
@@ -152,8 +155,7 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
             if since_best >= tc.patience:
                 break
     bar.close()
-    best.history = tuple(history)
-    return best
+    return FittedModel(config, best.params, full_train, tuple(history))
 
 
 def _validation_metrics(model: FittedModel, validation: Interactions) -> dict:

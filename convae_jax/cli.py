@@ -1,0 +1,96 @@
+"""The `convae` command line. It only parses flags and calls one library function per command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from convae_jax import config as config_lib
+from convae_jax.data.loaders import DATASETS
+from convae_jax.errors import ConvaeError
+
+PRESETS = {"default": config_lib.default, "testing": config_lib.testing}
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default", help="config preset")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override a config field, e.g. --set model.hidden=(256,) (repeatable)")
+
+
+def config_from(args) -> config_lib.Config:
+    return PRESETS[args.preset]().override(args.overrides)
+
+
+def _default_workdir() -> Path:
+    return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+
+
+def _cmd_train(args) -> int:
+    from convae_jax.experiment import train_and_evaluate
+
+    workdir = args.workdir or _default_workdir()
+    metrics = train_and_evaluate(config_from(args), workdir, dataset=args.dataset, data_dir=args.data_dir)
+    print(f"run directory: {workdir}")
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from convae_jax.experiment import evaluate_run
+
+    print(json.dumps(evaluate_run(args.workdir, dataset=args.dataset, data_dir=args.data_dir), indent=2))
+    return 0
+
+
+def _cmd_recommend(args) -> int:
+    from convae_jax.experiment import recommend
+
+    rows = recommend(args.workdir, user=args.user, mode=args.mode, k=args.k)
+    print(f"top {len(rows)} '{args.mode}' items for user {args.user}:")
+    for rank, row in enumerate(rows, start=1):
+        detail = "  ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in row.items())
+        print(f"{rank:3d}. {detail}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convae", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train and evaluate; with no flags, on the built-in synthetic data")
+    train.add_argument("--dataset", default="synthetic", choices=("synthetic",) + DATASETS)
+    train.add_argument("--data-dir", type=Path, help="directory holding the dataset's files")
+    train.add_argument("--workdir", type=Path, help="run directory (default: runs/<timestamp>)")
+    add_config_flags(train)
+    train.set_defaults(run=_cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="re-score a saved run on its test split")
+    evaluate.add_argument("--workdir", type=Path, required=True)
+    evaluate.add_argument("--dataset", choices=("synthetic",) + DATASETS)
+    evaluate.add_argument("--data-dir", type=Path)
+    evaluate.set_defaults(run=_cmd_evaluate)
+
+    recommend = sub.add_parser("recommend", help="top-k unseen items for one user of a saved run")
+    recommend.add_argument("--workdir", type=Path, required=True)
+    recommend.add_argument("--user", required=True, help="raw user id, as in the data file")
+    recommend.add_argument("--mode", choices=("consume", "enjoy", "gems"), default="consume")
+    recommend.add_argument("-k", type=int, default=10)
+    recommend.set_defaults(run=_cmd_recommend)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ConvaeError as err:
+        print(f"convae: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Evaluation protocols of SPEC §5, shared by Conv4Rec and its peers.
+
+A model takes part through one or both of:
+- `rating_log_probs(users, items) -> (P, C)` (a rating distribution), or
+  `predict_ratings(users, items) -> (P,)` (a point prediction only: RMSE and MAE);
+- `consumption_scores(users) -> iterator of (users (b,), scores (b, n_items))`, higher = ranked first.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from convae_jax import metrics
+from convae_jax.data.interactions import Interactions
+from convae_jax.rank import seen_mask
+
+
+def rating_protocol(model, test: Interactions) -> dict:
+    """Rating metrics on held-out (user, item) pairs: RMSE/MAE of the expected rating, and, for
+    models with a distribution, NLL, accuracy and top-label ECE."""
+    if hasattr(model, "rating_log_probs"):
+        return metrics.rating_metrics(model.rating_log_probs(test.user, test.item), test.channel, test.channel_values)
+    predicted = model.predict_ratings(test.user, test.item)
+    return {"rmse": metrics.rmse(predicted, test.ratings), "mae": metrics.mae(predicted, test.ratings), "n": test.nnz}
+
+
+def ranking_protocol(score_batches: Iterable[tuple[np.ndarray, np.ndarray]], *, seen: Interactions,
+                     relevant: Interactions, ks=(20,), ndcg_ks=None) -> dict:
+    """Mean Recall@K (min-normalised, Liang et al. 2018) and NDCG@K over users with at least one
+    relevant item; `seen` items are excluded from the ranking (scored −inf)."""
+    ndcg_ks = tuple(ks if ndcg_ks is None else ndcg_ks)
+    recalls = {k: [] for k in ks}
+    ndcgs = {k: [] for k in ndcg_ks}
+    n_items = relevant.n_items
+    for users, scores in score_batches:
+        masked = np.where(seen_mask(users, seen, n_items), -np.inf, scores)
+        target = seen_mask(users, relevant, n_items)
+        has_target = target.any(axis=1)
+        if not has_target.any():
+            continue
+        masked, target = masked[has_target], target[has_target]
+        for k in ks:
+            recalls[k].append(metrics.recall_at_k_min_norm(masked, target, k))
+        for k in ndcg_ks:
+            ndcgs[k].append(metrics.ndcg_at_k(masked, target, k))
+    result = {f"recall@{k}": float(np.mean(np.concatenate(v))) for k, v in recalls.items()}
+    result |= {f"ndcg@{k}": float(np.mean(np.concatenate(v))) for k, v in ndcgs.items()}
+    result["n_users"] = int(sum(len(v) for v in next(iter(recalls.values()))))
+    return result
+
+
+def explicit_protocol(model, train: Interactions, test: Interactions, *, ks=(20,)) -> dict:
+    """Random hold-out protocol: rating metrics on the test pairs, and top-K metrics of the test
+    items when each test user's unseen items are ranked by P(consume)."""
+    result = rating_protocol(model, test)
+    if hasattr(model, "consumption_scores"):
+        users = np.unique(test.user)
+        result |= ranking_protocol(model.consumption_scores(users), seen=train, relevant=test, ks=ks)
+    return result
+
+
+def strong_generalization_protocol(score_batches, *, fold_in: Interactions, target: Interactions,
+                                   ks=(20, 50), ndcg_ks=(100,)) -> dict:
+    """Mult-VAE protocol (Liang et al. 2018): held-out users, scored from their fold-in part only,
+    fold-in items excluded; Recall@20, Recall@50 (min-normalised) and NDCG@100 of the target."""
+    return ranking_protocol(score_batches, seen=fold_in, relevant=target, ks=ks, ndcg_ks=ndcg_ks)
