@@ -24,6 +24,7 @@ class ModelConfig:
     decoder_activation: str = "identity"  # ψ, applied before B; one of ACTIVATIONS
     input_dropout: float = 0.6  # p: probability of dropping each observed interaction from the input while training, in [0, 1)
     rating_weight: float = 1.0  # λ in ℓ = −Σ[log p(i) + λ log p(c|i)]; 1 is the joint likelihood
+    implicit_weight: float = 1.0  # weight of the implicit term log p(i), >= 0; 0 gives the explicit-only variant (P(consume) untrained)
     explicit_on: str = "all"  # which interactions the explicit term scores: "all" observed, or only those "dropped" this step
     logit_chunk: int = 8192  # columns per chunk of the log-sum-exp over the catalogue; memory O(batch·chunk·C)
 
@@ -70,6 +71,7 @@ class Config:
             (m.decoder_activation in ACTIVATIONS, f"model.decoder_activation must be one of {ACTIVATIONS}"),
             (0.0 <= m.input_dropout < 1.0, "model.input_dropout must lie in [0, 1)"),
             (m.rating_weight >= 0.0, "model.rating_weight must be >= 0"),
+            (m.implicit_weight >= 0.0, "model.implicit_weight must be >= 0"),
             (m.explicit_on in ("all", "dropped"), "model.explicit_on must be 'all' or 'dropped'"),
             (m.logit_chunk >= 1, "model.logit_chunk must be >= 1"),
             (t.learning_rate > 0, "train.learning_rate must be > 0"),

@@ -14,8 +14,10 @@ import jax
 import jax.numpy as jnp
 
 
-def row_losses(entry_logits, log_z, segment, channel, count, explicit_weight, *, rating_weight: float, n_rows: int):
-    """ℓ_r for every row, (n_rows,).
+def row_losses(entry_logits, log_z, segment, channel, count, explicit_weight, *, rating_weight: float, n_rows: int,
+               implicit_weight: float = 1.0):
+    """ℓ_r for every row, (n_rows,); `implicit_weight` multiplies the log p_r(col) term (0: the
+    explicit-only variant, which leaves P(consume) untrained).
 
     entry_logits (T, C): logits at the observed entries; log_z (n_rows,); segment (T,) with
     n_rows marking padding; count (T,) with 0 on padding; explicit_weight (T,) in {0, 1} selects
@@ -25,7 +27,7 @@ def row_losses(entry_logits, log_z, segment, channel, count, explicit_weight, *,
     log_consume = jax.nn.logsumexp(entry_logits, axis=-1)
     log_p_col = log_consume - log_z_entries
     log_p_rating = jnp.take_along_axis(entry_logits, channel[:, None], axis=-1)[:, 0] - log_consume
-    per_entry = -count * (log_p_col + rating_weight * explicit_weight * log_p_rating)
+    per_entry = -count * (implicit_weight * log_p_col + rating_weight * explicit_weight * log_p_rating)
     return jax.ops.segment_sum(per_entry, segment, num_segments=n_rows + 1)[:n_rows]
 
 

@@ -63,7 +63,8 @@ def make_loss_fn(*, model: Conv4Rec, config: Config, batch_rows: int):
             n_cols=model.n_cols, chunk=mc.logit_chunk)
         explicit_weight = jnp.ones_like(keep) if mc.explicit_on == "all" else 1.0 - keep
         per_row = losses.row_losses(entry_logits, log_z, batch.segment, batch.channel, batch.count, explicit_weight,
-                                    rating_weight=mc.rating_weight, n_rows=batch_rows)
+                                    rating_weight=mc.rating_weight, n_rows=batch_rows,
+                                    implicit_weight=mc.implicit_weight)
         data_loss = jnp.sum(per_row * batch.row_mask) / jnp.maximum(jnp.sum(batch.row_mask), 1.0)
         flat = jax.tree_util.tree_flatten_with_path(params)[0]
         penalty = sum(jnp.sum(w**2) for path, w in flat if "/".join(str(getattr(p, "key", p)) for p in path) in penalised)
