@@ -1,0 +1,67 @@
+"""Metrics against hand-computed cases."""
+
+import numpy as np
+import pytest
+
+from convae_jax import metrics
+
+
+def test_rmse_mae_hand_case():
+    predicted, actual = np.array([3.0, 4.0, 1.0]), np.array([4.0, 4.0, 3.0])
+    np.testing.assert_allclose(metrics.rmse(predicted, actual), np.sqrt((1 + 0 + 4) / 3), rtol=1e-12)
+    np.testing.assert_allclose(metrics.mae(predicted, actual), (1 + 0 + 2) / 3, rtol=1e-12)
+
+
+def test_rating_metrics_hand_case():
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    labels = np.array([0, 1])
+    result = metrics.rating_metrics(np.log(probs), labels, (1.0, 2.0, 3.0))
+    expected_ratings = probs @ np.array([1.0, 2.0, 3.0])  # 1.4 and 2.7
+    np.testing.assert_allclose(result["rmse"], np.sqrt(((1.4 - 1) ** 2 + (2.7 - 2) ** 2) / 2), rtol=1e-12)
+    np.testing.assert_allclose(result["mae"], (0.4 + 0.7) / 2, rtol=1e-12)
+    np.testing.assert_allclose(result["nll"], -(np.log(0.7) + np.log(0.1)) / 2, rtol=1e-12)
+    assert result["accuracy"] == 0.5
+    np.testing.assert_allclose(expected_ratings, [1.4, 2.7])
+
+
+def test_ece_hand_case():
+    # Bins of width 0.1: 0.75 and 0.72 share bin (0.7, 0.8], accuracy 1/2, mean confidence 0.735;
+    # 0.95 alone in (0.9, 1.0], accuracy 1.
+    confidence = np.array([0.75, 0.72, 0.95])
+    correct = np.array([1, 0, 1])
+    expected = (2 / 3) * abs(0.5 - 0.735) + (1 / 3) * abs(1.0 - 0.95)
+    np.testing.assert_allclose(metrics.expected_calibration_error(confidence, correct, n_bins=10), expected, rtol=1e-12)
+
+
+def test_ece_is_zero_when_calibrated():
+    confidence = np.full(10, 0.7)
+    correct = np.array([1] * 7 + [0] * 3)
+    assert metrics.expected_calibration_error(confidence, correct) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_recall_min_norm_and_ndcg_hand_case():
+    scores = np.array([[0.9, 0.8, 0.7, 0.1, 0.0],
+                       [0.1, 0.2, 0.3, 0.4, 0.5]])
+    relevant = np.array([[1, 0, 1, 1, 0],
+                         [0, 0, 0, 0, 0]], bool)
+    recall = metrics.recall_at_k_min_norm(scores, relevant, 2)
+    # Top-2 of user 0: items 0, 1 -> one hit; normalised by min(2, 3) = 2.
+    np.testing.assert_allclose(recall[0], 0.5)
+    assert np.isnan(recall[1])  # nothing relevant: excluded by callers
+    ndcg = metrics.ndcg_at_k(scores, relevant, 3)
+    dcg = 1 / np.log2(2) + 1 / np.log2(4)  # hits at ranks 1 and 3
+    idcg = 1 / np.log2(2) + 1 / np.log2(3) + 1 / np.log2(4)
+    np.testing.assert_allclose(ndcg[0], dcg / idcg, rtol=1e-12)
+
+
+def test_recall_normaliser_is_min_k_n():
+    scores = np.array([[3.0, 2.0, 1.0, 0.0]])
+    relevant = np.array([[1, 0, 0, 0]], bool)
+    # One relevant item found in the top 3: recall 1, not 1/3.
+    assert metrics.recall_at_k_min_norm(scores, relevant, 3)[0] == 1.0
+
+
+def test_top_k_orders_and_breaks_ties_by_index():
+    items, values = metrics.top_k(np.array([[1.0, 3.0, 3.0, -np.inf, 2.0]]), 3)
+    np.testing.assert_array_equal(items, [[1, 2, 4]])
+    np.testing.assert_array_equal(values, [[3.0, 3.0, 2.0]])

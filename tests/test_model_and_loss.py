@@ -1,0 +1,88 @@
+"""Model structure, sparse encoder against its dense definition, and the joint loss by hand."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from convae_jax import config as config_lib
+from convae_jax import losses
+from convae_jax.data import RowMatrix, entry_budget, iterate_batches
+from convae_jax.model import Conv4Rec, build_model, init_params
+
+
+def test_parameter_count_of_testing_config():
+    cfg = config_lib.testing().model  # k = 4, d = 16, k' = 4
+    n, c = 30, 5
+    params = init_params(build_model(cfg, n_cols=n, n_channels=c), jax.random.key(0))
+    sizes = {name: leaf.size for name, leaf in params.items()}
+    assert sizes == {"input_conv": c * 4, "encoder_kernel": n * 4 * 16, "encoder_bias": 16,
+                     "decoder_kernel": n * 16 * 4, "decoder_bias": n * 4, "output_conv": 4 * c,
+                     "output_bias": n * c}
+
+
+def test_extra_dense_layer_counts():
+    cfg = config_lib.testing().override(["model.hidden=(16, 6)"]).model
+    params = init_params(build_model(cfg, n_cols=10, n_channels=3), jax.random.key(0))
+    assert params["dense_0"]["kernel"].shape == (16, 6) and params["decoder_kernel"].shape == (10, 6, 4)
+
+
+def dense_reference_logits(params, x, activation=jnp.tanh):
+    """SPEC §2 written densely: Z = X·A, h = φ(Σ_i Z[i]·W_enc[i] + b), L = (h·W_dec + b_dec)·B + bias."""
+    z = jnp.einsum("rnc,ck->rnk", x, params["input_conv"])
+    h = activation(jnp.einsum("rnk,nkd->rd", z, params["encoder_kernel"]) + params["encoder_bias"])
+    y = jnp.einsum("rd,ndk->rnk", h, params["decoder_kernel"]) + params["decoder_bias"]
+    return y @ params["output_conv"] + params["output_bias"]
+
+
+def test_sparse_encoder_equals_dense_definition(small_data):
+    cfg = config_lib.testing()
+    matrix = RowMatrix.from_interactions(small_data, orientation="user")
+    module = build_model(cfg.model, n_cols=matrix.n_cols, n_channels=small_data.n_channels)
+    params = init_params(module, jax.random.key(1))
+    params = jax.tree_util.tree_map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), params)
+    batch = next(iterate_batches(matrix, np.arange(8), batch_rows=8, budget=entry_budget(matrix.lengths, 8)))
+    sparse = module.apply({"params": params}, batch.segment, batch.col, batch.channel, batch.count, 8)
+    x = np.zeros((8, matrix.n_cols, small_data.n_channels), np.float32)
+    real = batch.segment < 8
+    np.add.at(x, (batch.segment[real], batch.col[real], batch.channel[real]), batch.count[real])
+    np.testing.assert_allclose(sparse, dense_reference_logits(params, jnp.asarray(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_row_losses_equal_hand_likelihood():
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(2, 4, 3)).astype(np.float32))  # 2 rows, 4 columns, 3 channels
+    segment = jnp.array([0, 0, 1, 2])  # last entry is padding (segment == n_rows)
+    col, channel = jnp.array([1, 3, 0, 0]), jnp.array([2, 0, 1, 0])
+    count = jnp.array([1.0, 2.0, 1.0, 0.0])
+    log_z = jax.nn.logsumexp(logits, axis=(1, 2))
+    entry_logits = jnp.concatenate([logits, logits[:1]])[segment, col]
+    for lam in (1.0, 0.5):
+        got = losses.row_losses(entry_logits, log_z, segment, channel, count, jnp.ones(4), rating_weight=lam, n_rows=2)
+        p = np.exp(np.asarray(logits) - np.asarray(log_z)[:, None, None])
+        p_item = p.sum(-1)
+        expected = []
+        for r, entries in ((0, [(1, 2, 1.0), (3, 0, 2.0)]), (1, [(0, 1, 1.0)])):
+            expected.append(-sum(n * (np.log(p_item[r, i]) + lam * np.log(p[r, i, c] / p_item[r, i]))
+                                 for i, c, n in entries))
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+    joint = losses.row_losses(entry_logits, log_z, segment, channel, count, jnp.ones(4), rating_weight=1.0, n_rows=2)
+    np.testing.assert_allclose(joint[1], -np.log(p[1, 0, 1]), rtol=1e-5)  # λ = 1: the joint likelihood
+
+
+@pytest.mark.parametrize("n_cols, chunk", [(10, 3), (9, 3), (7, 100)])
+def test_chunked_logsumexp_matches_full(n_cols, chunk):
+    table = jax.random.normal(jax.random.key(0), (4, n_cols, 3)) * 30.0  # large logits
+    fn = lambda cols: table[:, cols]
+    got = losses.chunked_logsumexp(fn, n_cols=n_cols, chunk=chunk)
+    np.testing.assert_allclose(got, jax.nn.logsumexp(table, axis=(1, 2)), rtol=1e-6)
+    grad = jax.grad(lambda t: losses.chunked_logsumexp(lambda c: t[:, c], n_cols=n_cols, chunk=chunk).sum())(table)
+    np.testing.assert_allclose(grad, jax.grad(lambda t: jax.nn.logsumexp(t, axis=(1, 2)).sum())(table), rtol=1e-5, atol=1e-7)
+
+
+def test_loss_stays_finite_for_extreme_logits():
+    logits = jnp.array([[1e4, -1e4], [-1e4, 1e4]])
+    log_z = jax.nn.logsumexp(logits[None], axis=(1, 2))
+    value, grad = jax.value_and_grad(lambda l: losses.row_losses(
+        l, log_z, jnp.array([0, 0]), jnp.array([1, 1]), jnp.ones(2), jnp.ones(2), rating_weight=1.0, n_rows=1).sum())(logits)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))

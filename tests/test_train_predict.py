@@ -1,0 +1,154 @@
+"""Training (compilation, seeding, learning), predictions, fold-in, rankings, save/load."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from convae_jax import config as config_lib
+from convae_jax.data import RowMatrix, entry_budget, holdout_interactions, iterate_batches
+from convae_jax.errors import ModelFileError
+from convae_jax.evaluate import explicit_protocol
+from convae_jax.io import load_model, save_model
+from convae_jax.model import build_model, init_params
+from convae_jax.predict import FittedModel
+from convae_jax.rank import ranking_scores, seen_mask
+from convae_jax.train import TrainState, fit, make_loss_fn, make_optimizer, make_train_step
+
+
+def quick_config(orientation="item", **train):
+    cfg = config_lib.testing().override([f"model.orientation={orientation}"])
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
+
+
+@pytest.fixture(scope="module", params=["item", "user"])
+def fitted(request, small_data):
+    train, test = holdout_interactions(small_data, fraction=0.15, seed=0)
+    return fit(train, quick_config(request.param, max_epochs=12, patience=12)), train, test
+
+
+def test_no_compilation_after_first_epoch(small_data):
+    cfg = quick_config()
+    matrix = RowMatrix.from_interactions(small_data, orientation="item")
+    module = build_model(cfg.model, n_cols=matrix.n_cols, n_channels=small_data.n_channels)
+    params = init_params(module, jax.random.key(0))
+    tx = make_optimizer(cfg)
+    state = TrainState(params, tx.init(params), jax.numpy.zeros((), jax.numpy.int32))
+    step = make_train_step(model=module, tx=tx, config=cfg, dropout_key=jax.random.key(1))
+    budget = entry_budget(matrix.lengths, cfg.train.batch_rows)
+    rng = np.random.default_rng(0)
+    losses = []
+    for epoch in range(4):
+        for batch in iterate_batches(matrix, rng.permutation(matrix.n_rows), batch_rows=cfg.train.batch_rows, budget=budget):
+            state, loss = step(state, batch)
+            losses.append(float(loss))
+        if epoch == 0:
+            traces_after_first = step.traces
+    assert traces_after_first == 1 and step.traces == 1
+    assert int(state.step) == len(losses)
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])  # it learns
+
+
+def test_jit_step_equals_unjitted_loss(small_data):
+    cfg = quick_config()
+    matrix = RowMatrix.from_interactions(small_data, orientation="item")
+    module = build_model(cfg.model, n_cols=matrix.n_cols, n_channels=small_data.n_channels)
+    params = init_params(module, jax.random.key(0))
+    batch = next(iterate_batches(matrix, np.arange(matrix.n_rows), batch_rows=32, budget=entry_budget(matrix.lengths, 32)))
+    loss_fn = make_loss_fn(model=module, config=cfg, batch_rows=32)
+    key = jax.random.key(5)
+    with jax.disable_jit():
+        eager = loss_fn(params, batch, key)
+    np.testing.assert_allclose(jax.jit(loss_fn)(params, batch, key), eager, rtol=1e-5)
+    assert np.all(np.isfinite(jax.tree_util.tree_leaves(jax.grad(loss_fn)(params, batch, key))[0]))
+
+
+def test_same_seed_same_model_different_seed_differs(small_data):
+    a = fit(small_data, quick_config(max_epochs=2))
+    b = fit(small_data, quick_config(max_epochs=2))
+    c = fit(small_data, quick_config(max_epochs=2, seed=1))
+    np.testing.assert_array_equal(a.params["decoder_kernel"], b.params["decoder_kernel"])
+    assert not np.allclose(a.params["decoder_kernel"], c.params["decoder_kernel"])
+
+
+def test_distributions_are_normalised_and_consistent(fitted):
+    model, train, test = fitted
+    users = np.arange(10)
+    scores = next(model.score_users(users, batch=16))
+    np.testing.assert_allclose(np.exp(scores.log_p_consume).sum(axis=1), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(np.exp(scores.log_p_rating).sum(axis=-1), 1.0, rtol=1e-4)
+    pairs = model.rating_log_probs(test.user[:20], test.item[:20])
+    batched = {int(u): s for u, s in zip(scores.users, scores.log_p_rating)}
+    for (u, i), row in zip(zip(test.user[:20], test.item[:20]), pairs):
+        if u in batched:
+            np.testing.assert_allclose(row, batched[u][i], rtol=1e-4, atol=1e-5)
+
+
+def test_explicit_protocol_beats_uninformed_guesses(fitted):
+    model, train, test = fitted
+    result = explicit_protocol(model, train, test, ks=(10,))
+    assert result["nll"] < np.log(5)  # better than a uniform rating distribution over 5 levels
+    assert 0.0 <= result["recall@10"] <= 1.0 and result["n_users"] == len(np.unique(test.user))
+
+
+def test_fold_in_user_rows_reproduces_training_user(small_data):
+    model = fit(small_data, quick_config("user", max_epochs=3))
+    history = small_data.subset(small_data.user == 4)
+    folded = next(model.fold_in(history).score())
+    trained = next(model.score_users([4], batch=1))
+    np.testing.assert_allclose(folded.log_p_consume, trained.log_p_consume, rtol=1e-4, atol=1e-5)
+
+
+def test_fold_in_item_rows_ranks_like_the_trained_user(small_data):
+    model = fit(small_data, quick_config("item", max_epochs=15, patience=15))
+    users = np.arange(8)
+    folded = np.concatenate([s.log_p_consume for s in model.fold_in(small_data.subset(np.isin(small_data.user, users))).score()])
+    trained = np.concatenate([s.log_p_consume for s in model.score_users(users)])
+    np.testing.assert_allclose(np.exp(folded).sum(axis=1), 1.0, rtol=1e-4)
+    correlations = [np.corrcoef(f, t)[0, 1] for f, t in zip(folded, trained)]
+    assert np.median(correlations) > 0.5
+
+
+def test_rankings_exclude_seen_items():
+    log_consume = np.log(np.array([[0.4, 0.3, 0.2, 0.1]]))
+    log_rating = np.log(np.array([[[0.9, 0.1], [0.5, 0.5], [0.2, 0.8], [0.1, 0.9]]]))
+    seen = np.array([[False, True, False, False]])
+    kw = dict(channel_values=(1.0, 5.0), threshold=4.0)
+    consume = ranking_scores(log_consume, log_rating, seen, mode="consume", **kw)
+    enjoy = ranking_scores(log_consume, log_rating, seen, mode="enjoy", **kw)
+    gems = ranking_scores(log_consume, log_rating, seen, mode="gems", **kw)
+    assert np.argmax(consume) == 0 and np.isneginf(consume[0, 1])
+    np.testing.assert_allclose(enjoy[0, [0, 2, 3]], [0.1, 0.8, 0.9])
+    # Unseen P(consume) 0.4, 0.2, 0.1: the median is 0.2, so item 0 is not a gem; item 3 is the best.
+    assert np.isneginf(gems[0, 0]) and np.argmax(gems) == 3
+
+
+def test_seen_mask_handles_unsorted_users(small_data):
+    users = np.array([5, 2])
+    mask = seen_mask(users, small_data, small_data.n_items)
+    assert set(np.flatnonzero(mask[0])) == set(small_data.item[small_data.user == 5])
+    assert set(np.flatnonzero(mask[1])) == set(small_data.item[small_data.user == 2])
+
+
+def test_save_load_roundtrip_and_refusals(fitted, tmp_path):
+    model, train, test = fitted
+    save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.rating_log_probs(test.user, test.item), model.rating_log_probs(test.user, test.item))
+    params = tmp_path / "m" / "params.npz"
+    raw = bytearray(params.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    params.write_bytes(bytes(raw))
+    with pytest.raises(ModelFileError, match="checksum"):
+        load_model(tmp_path / "m")
+    with pytest.raises(ModelFileError, match="manifest"):
+        load_model(tmp_path / "nothing-here")
+
+
+def test_load_refuses_parameters_that_do_not_match_the_config(fitted, tmp_path):
+    model, _, _ = fitted
+    wider = dataclasses.replace(model.config, model=dataclasses.replace(model.config.model, hidden=(17,)))
+    save_model(FittedModel(wider, model.params, model.train), tmp_path / "m")
+    with pytest.raises(ModelFileError, match="decoder_kernel should be"):
+        load_model(tmp_path / "m")
