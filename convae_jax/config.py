@@ -10,6 +10,7 @@ from typing import Any
 from convae_jax.errors import ConfigError
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "selu", "identity")
+MATMUL_PRECISIONS = ("default", "float32", "tensorfloat32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,7 @@ class ModelConfig:
     implicit_weight: float = 1.0  # weight of the implicit term log p(i), >= 0; 0 gives the explicit-only variant (P(consume) untrained)
     explicit_on: str = "all"  # which interactions the explicit term scores: "all" observed, or only those "dropped" this step
     logit_chunk: int = 8192  # columns per chunk of the log-sum-exp over the catalogue; memory O(batch·chunk·C)
+    matmul_precision: str = "default"  # one of MATMUL_PRECISIONS: "default" (backend's: exact fp32 on CPU, TF32 on Ampere+ GPUs), "float32", "tensorfloat32", "bfloat16" (bf16 operands, fp32 accumulation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Config:
             (m.implicit_weight >= 0.0, "model.implicit_weight must be >= 0"),
             (m.explicit_on in ("all", "dropped"), "model.explicit_on must be 'all' or 'dropped'"),
             (m.logit_chunk >= 1, "model.logit_chunk must be >= 1"),
+            (m.matmul_precision in MATMUL_PRECISIONS, f"model.matmul_precision must be one of {MATMUL_PRECISIONS}"),
             (t.learning_rate > 0, "train.learning_rate must be > 0"),
             (t.l2 >= 0, "train.l2 must be >= 0"),
             (t.batch_rows >= 1, "train.batch_rows must be >= 1"),

@@ -57,6 +57,24 @@ def chunked_logsumexp(logits_of_columns, *, n_cols: int, chunk: int):
     return total
 
 
+def entry_logits_and_log_z(logits_of_columns, logits_of_entries, segment, col, *, n_cols: int, chunk: int):
+    """(entry logits (T, C), log Z (B,)) of a batch, the two inputs of `row_losses`.
+
+    `logits_of_columns(cols)` gives (B, m, C) at columns `cols`, or at the whole catalogue for
+    `cols=None`; `logits_of_entries()` gives (T, C) at the observed entries. Up to `chunk` columns
+    the full logits are built once (one decoder GEMM) and both outputs are read from them; the
+    entries' logits are then a gather L[segment, col] rather than a per-entry gather of W_dec
+    (T·d·k' values, and as many scattered back in the backward pass). Above `chunk`, log Z is
+    `chunked_logsumexp` and the entries come from `logits_of_entries`. Padding entries
+    (segment == B) read row B − 1; `row_losses` gives them count 0.
+    """
+    if n_cols > chunk:
+        return logits_of_entries(), chunked_logsumexp(logits_of_columns, n_cols=n_cols, chunk=chunk)
+    logits = logits_of_columns(None)
+    log_z = jax.nn.logsumexp(logits, axis=(1, 2))
+    return logits[jnp.minimum(segment, logits.shape[0] - 1), col], log_z
+
+
 def log_probabilities(logits, log_z):
     """(log p(col) (…, m), log p(c | col) (…, m, C)) from logits (…, m, C) and log Z broadcastable
     to (…, m): per row (…, 1) or per column (m,)."""

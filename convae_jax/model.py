@@ -14,6 +14,16 @@ ACTIVATION_FNS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmo
                   "identity": lambda x: x}
 
 
+def contract(spec: str, a, b, *, precision: str = "default"):
+    """`jnp.einsum(spec, a, b)` under a matmul precision (config.MATMUL_PRECISIONS): "default" is the
+    backend's own (exact fp32 on CPU, TF32 on Ampere+ GPUs), "float32" and "tensorfloat32" pin
+    `lax.Precision` HIGHEST and HIGH, "bfloat16" casts both operands to bf16 and accumulates in fp32.
+    The result is float32 in every case."""
+    if precision == "bfloat16":
+        return jnp.einsum(spec, a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+    return jnp.einsum(spec, a, b, precision=None if precision == "default" else precision)
+
+
 class Conv4Rec(nn.Module):
     """Encoder  h = φ(Σ_(col,c) x[col,c] · A[c] · W_enc[col] + b)  (an embedding bag over observed
     entries, O(T·k·d)), optional dense layers, then decoder
@@ -29,6 +39,7 @@ class Conv4Rec(nn.Module):
     decoder_channels: int = 8
     encoder_activation: str = "tanh"
     decoder_activation: str = "identity"
+    matmul_precision: str = "default"
 
     def setup(self):
         c, k, d, k_out = self.n_channels, self.conv_channels, self.hidden[0], self.decoder_channels
@@ -45,29 +56,50 @@ class Conv4Rec(nn.Module):
         self.output_bias = self.param("output_bias", nn.initializers.zeros, (self.n_cols, c))
 
     def encode(self, segment, col, channel, count, n_rows: int):
-        """Row codes h (n_rows, d) from entries (T,); entries with segment == n_rows are padding."""
-        coefficient = count[:, None] * self.input_conv[channel]  # (T, k)
-        per_entry = jnp.einsum("tk,tkd->td", coefficient, self.encoder_kernel[col])
+        """Row codes h (n_rows, d) from entries (T,); entries with segment == n_rows are padding.
+
+        Two contraction orders of the same sum, picked from static shapes by what they move:
+        - per entry: gather W_enc[col] (T, k, d), weight by count·A[channel]: O(T·k·d);
+        - table: M = A·W_enc (C, n, d) once, gather M[channel, col] (T, d): O(n·C·k·d + T·d),
+          cheaper as soon as T·k > n·C (any training batch; one-user fold-in stays per entry).
+        """
+        c, n, d = self.n_channels, self.n_cols, self.hidden[0]
+        if segment.shape[0] * self.conv_channels > n * c:
+            table = contract("ck,nkd->cnd", self.input_conv, self.encoder_kernel, precision=self.matmul_precision)
+            per_entry = count[:, None] * table.reshape(c * n, d)[channel * n + col]
+        else:
+            coefficient = count[:, None] * self.input_conv[channel]  # (T, k)
+            per_entry = contract("tk,tkd->td", coefficient, self.encoder_kernel[col], precision=self.matmul_precision)
         pre = jax.ops.segment_sum(per_entry, segment, num_segments=n_rows + 1)[:n_rows] + self.encoder_bias
         h = ACTIVATION_FNS[self.encoder_activation](pre)
         for layer in self.extra_layers:
             h = ACTIVATION_FNS[self.encoder_activation](layer(h))
         return h
 
-    def column_logits(self, h, cols):
-        """Logits (B, m, C) of every row in h (B, d) at columns `cols` (m,)."""
-        y = jnp.einsum("bd,mdk->bmk", h, self.decoder_kernel[cols]) + self.decoder_bias[cols]
-        return ACTIVATION_FNS[self.decoder_activation](y) @ self.output_conv + self.output_bias[cols]
+    def column_logits(self, h, cols=None):
+        """Logits (B, m, C) of every row in h (B, d) at columns `cols` (m,); `cols=None` is the whole
+        catalogue (m = n) read in place, without gathering (and, backwards, scattering) W_dec."""
+        if cols is None:
+            kernel, bias, out_bias = self.decoder_kernel, self.decoder_bias, self.output_bias
+        else:
+            kernel, bias, out_bias = self.decoder_kernel[cols], self.decoder_bias[cols], self.output_bias[cols]
+        y = contract("bd,mdk->bmk", h, kernel, precision=self.matmul_precision) + bias
+        return self._output_conv(y) + out_bias
 
     def entry_logits(self, h_entries, cols):
         """Logits (T, C) of row code h_entries[t] at column cols[t]: the observed entries only."""
-        y = jnp.einsum("td,tdk->tk", h_entries, self.decoder_kernel[cols]) + self.decoder_bias[cols]
-        return ACTIVATION_FNS[self.decoder_activation](y) @ self.output_conv + self.output_bias[cols]
+        y = contract("td,tdk->tk", h_entries, self.decoder_kernel[cols], precision=self.matmul_precision)
+        return self._output_conv(y + self.decoder_bias[cols]) + self.output_bias[cols]
+
+    def _output_conv(self, y):
+        """ψ(y) · B: the output 1x1 convolution (…, k') -> (…, C)."""
+        y = ACTIVATION_FNS[self.decoder_activation](y)
+        return contract("...k,kc->...c", y, self.output_conv, precision=self.matmul_precision)
 
     def __call__(self, segment, col, channel, count, n_rows: int):
         """Full logits (n_rows, n_cols, C); used for initialisation and small-catalogue checks."""
         h = self.encode(segment, col, channel, count, n_rows)
-        return self.column_logits(h, jnp.arange(self.n_cols))
+        return self.column_logits(h)
 
 
 def build_model(model_config, *, n_cols: int, n_channels: int) -> Conv4Rec:
@@ -75,7 +107,8 @@ def build_model(model_config, *, n_cols: int, n_channels: int) -> Conv4Rec:
     return Conv4Rec(n_cols=n_cols, n_channels=n_channels, conv_channels=model_config.conv_channels,
                     hidden=tuple(model_config.hidden), decoder_channels=model_config.decoder_channels,
                     encoder_activation=model_config.encoder_activation,
-                    decoder_activation=model_config.decoder_activation)
+                    decoder_activation=model_config.decoder_activation,
+                    matmul_precision=model_config.matmul_precision)
 
 
 def init_params(model: Conv4Rec, key):
