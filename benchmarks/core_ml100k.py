@@ -68,7 +68,7 @@ def run_seed(data, seed: int) -> dict:
 def summarise(runs: list[dict]) -> dict:
     summary = {}
     for model in ("conv4rec", "biases", "popularity"):
-        keys = [k for k, v in runs[0][model].items() if isinstance(v, float) and k != "reg"]
+        keys = [k for k, v in runs[0][model].items() if isinstance(v, float) and k not in ("reg", "train_seconds")]
         summary[model] = {k: {"mean": float(np.mean([r[model][k] for r in runs])),
                               "std": float(np.std([r[model][k] for r in runs], ddof=1)) if len(runs) > 1 else 0.0}
                           for k in keys}
@@ -98,13 +98,14 @@ def main(argv=None) -> int:
     print(command, json.dumps(machine()), flush=True)
     data = load_dataset("ml-100k", args.data_dir).train
     runs = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         runs.append(run_seed(data, seed))
         print(json.dumps(runs[-1]), flush=True)
-    result = {"command": command.strip(), "machine": machine(), "seeds": args.seeds, "runs": runs, "summary": summarise(runs)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    args.out.with_suffix(".md").write_text(markdown(result))
+        result = {"command": command.strip(), "machine": machine(), "seeds": [r["seed"] for r in runs], "runs": runs,
+                  "summary": summarise(runs)}
+        args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))  # each seed saved as it ends
+        args.out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
     return 0
 

@@ -52,9 +52,11 @@ def ranking_protocol(score_batches: Iterable[tuple[np.ndarray, np.ndarray]], *, 
 
 
 def explicit_protocol(model, train: Interactions, test: Interactions, *, ks=(20,)) -> dict:
-    """Random hold-out protocol: rating metrics on the test pairs, and top-K metrics of the test
-    items when each test user's unseen items are ranked by P(consume)."""
-    result = rating_protocol(model, test)
+    """Random hold-out protocol: rating metrics on the test pairs (for models that predict
+    ratings), and top-K metrics of the test items when each test user's unseen items are ranked by
+    P(consume) (for models that rank)."""
+    rates = hasattr(model, "rating_log_probs") or hasattr(model, "predict_ratings")
+    result = rating_protocol(model, test) if rates else {}
     if hasattr(model, "consumption_scores"):
         users = np.unique(test.user)
         result |= ranking_protocol(model.consumption_scores(users), seen=train, relevant=test, ks=ks)
