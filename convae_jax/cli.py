@@ -49,11 +49,24 @@ def _cmd_evaluate(args) -> int:
 def _cmd_recommend(args) -> int:
     from convae_jax.experiment import recommend
 
-    rows = recommend(args.workdir, user=args.user, mode=args.mode, k=args.k)
+    rows = recommend(args.workdir, user=args.user, mode=args.mode, k=args.k, gem_quantile=args.gem_quantile,
+                     gem_tilt=args.gem_tilt)
     print(f"top {len(rows)} '{args.mode}' items for user {args.user}:")
     for rank, row in enumerate(rows, start=1):
+        why = row.pop("why")
         detail = "  ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in row.items())
-        print(f"{rank:3d}. {detail}")
+        print(f"{rank:3d}. {detail}\n     why: {why}")
+    return 0
+
+
+def _cmd_explain(args) -> int:
+    from convae_jax.explain import explain_run
+
+    explanation = explain_run(args.workdir, user=args.user, item=args.item, png=args.png)
+    for key, value in explanation.summary().items():
+        print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
+    if args.png is not None:
+        print(f"bar chart: {args.png}")
     return 0
 
 
@@ -79,7 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--user", required=True, help="raw user id, as in the data file")
     recommend.add_argument("--mode", choices=("consume", "enjoy", "gems"), default="consume")
     recommend.add_argument("-k", type=int, default=10)
+    recommend.add_argument("--gem-quantile", type=float, default=0.5,
+                           help="gems: keep items below this quantile of the user's P(consume) (1 = no cut)")
+    recommend.add_argument("--gem-tilt", type=float, default=0.0,
+                           help="gems: discount likely picks by (1 - consume percentile)^tilt (0 = none)")
     recommend.set_defaults(run=_cmd_recommend)
+
+    explain = sub.add_parser("explain", help="why one item sits where it does for one user of a saved run")
+    explain.add_argument("--workdir", type=Path, required=True)
+    explain.add_argument("--user", required=True, help="raw user id, as in the data file")
+    explain.add_argument("--item", required=True, help="raw item id, as in the data file")
+    explain.add_argument("--png", type=Path, help="also save the bar chart here")
+    explain.set_defaults(run=_cmd_explain)
     return parser
 
 

@@ -15,9 +15,10 @@ from convae_jax.data.splits import holdout_interactions
 from convae_jax.data.synthetic import SyntheticTruth
 from convae_jax.errors import ConvaeError
 from convae_jax.evaluate import explicit_protocol
+from convae_jax.explain import explain_scores
 from convae_jax.io import load_model, save_model
 from convae_jax.predict import FittedModel
-from convae_jax.rank import p_rating_at_least, ranking_scores, seen_mask, top_k
+from convae_jax.rank import ranking_scores, seen_mask, top_k
 from convae_jax.train import fit
 
 SYNTHETIC = "synthetic"
@@ -67,34 +68,39 @@ def evaluate_run(workdir, *, dataset: str | None = None, data_dir=None) -> dict:
     return result
 
 
-def recommend(workdir, *, user, mode: str = "consume", k: int = 10) -> list[dict]:
+def recommend(workdir, *, user, mode: str = "consume", k: int = 10, gem_quantile: float = 0.5,
+              gem_tilt: float = 0.0) -> list[dict]:
     """Top-k unseen items for a raw user id, each with the numbers that explain its place."""
     model = load_model(Path(workdir) / "model")
-    return recommend_for(model, model.train.user_index(user), mode=mode, k=k)
+    return recommend_for(model, model.train.user_index(user), mode=mode, k=k, gem_quantile=gem_quantile,
+                         gem_tilt=gem_tilt)
 
 
-def recommend_for(model: FittedModel, user: int, *, mode: str, k: int) -> list[dict]:
+def recommend_for(model: FittedModel, user: int, *, mode: str, k: int, gem_quantile: float = 0.5,
+                  gem_tilt: float = 0.0) -> list[dict]:
     """Top-k unseen items for a user index of `model`, with P(consume), its percentile among the
-    unseen items, P(rating >= τ | consumed) and the expected rating."""
+    unseen items, P(rating >= τ | consumed), the expected rating (`explain.explain_scores`) and a
+    line saying why the `mode` ranking chose the item; gem knobs as in `rank.ranking_scores`."""
     values, tau = model.train.channel_values, model.config.eval.rating_threshold
     scores = next(model.score_users([user], batch=1))
     seen = seen_mask([user], model.train, model.train.n_items)
     ranked = ranking_scores(scores.log_p_consume, scores.log_p_rating, seen, mode=mode, channel_values=values,
-                            threshold=tau)
+                            threshold=tau, gem_quantile=gem_quantile, gem_tilt=gem_tilt)
     items, item_scores = top_k(ranked, k)
-    unseen_consume = scores.log_p_consume[0][~seen[0]]
     rows = []
     for item, score in zip(items[0], item_scores[0]):
         if not np.isfinite(score):
             break
-        log_c, log_r = scores.log_p_consume[0, item], scores.log_p_rating[0, item]
+        why = explain_scores(scores.log_p_consume[0], scores.log_p_rating[0], seen[0], item, channel_values=values,
+                             threshold=tau)
         rows.append({
             "item": _plain(model.train.item_ids[item]),
             "score": float(score),
-            "p_consume": float(np.exp(log_c)),
-            "consume_percentile": float(100.0 * np.mean(unseen_consume <= log_c)),
-            f"p_rating_ge_{tau:g}": float(p_rating_at_least(log_r, values, tau)),
-            "expected_rating": float(np.exp(log_r) @ np.asarray(values)),
+            "p_consume": why.p_consume,
+            "consume_percentile": why.consume_percentile,
+            f"p_rating_ge_{tau:g}": why.p_rating_at_least,
+            "expected_rating": why.expected_rating,
+            "why": why.why(mode, gem_quantile=gem_quantile),
         })
     return rows
 
