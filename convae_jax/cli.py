@@ -70,6 +70,13 @@ def _cmd_explain(args) -> int:
     return 0
 
 
+def _cmd_theory(args) -> int:
+    from theory.experiments import run_theory
+
+    run_theory(args.experiment, quick=args.quick, out_dir=args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--item", required=True, help="raw item id, as in the data file")
     explain.add_argument("--png", type=Path, help="also save the bar chart here")
     explain.set_defaults(run=_cmd_explain)
+
+    theory = sub.add_parser("theory", help="theory checks on synthetic data: TV recovery, generalization bounds")
+    theory.add_argument("experiment", choices=("recovery", "bounds"))
+    theory.add_argument("--quick", action="store_true", help="the small preset (minutes); default: the full preset")
+    theory.add_argument("--out", type=Path, help="results folder (default: theory/results/<preset>)")
+    theory.set_defaults(run=_cmd_theory)
     return parser
 
 

@@ -101,14 +101,16 @@ class EpochRecord:
 
 
 def fit(train: Interactions, config: Config, *, validation: Interactions | None = None,
-        on_epoch: Callable[[EpochRecord], None] | None = None) -> FittedModel:
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+        validation_metrics: Callable[[FittedModel, Interactions], dict] | None = None) -> FittedModel:
     """Trains Conv4Rec on `train` and returns the model at the validation-selected epoch.
 
     Without an explicit `validation` set, `train.validation_fraction` of `train` is held out
     (seeded) for early stopping on `train.select_metric`; the returned model still reads only the
     remaining interactions, so its encoder never sees the validation pairs. The returned model
     reads all of `train` (validation pairs included): at prediction time a user's whole known
-    history is the input.
+    history is the input. `validation_metrics(snapshot, validation) -> dict` replaces the rating
+    metrics of the validation pairs (e.g. a held-out joint NLL); it must return `select_metric`.
     """
     config = config.validate()
     tc = config.train
@@ -140,7 +142,8 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
         if not np.isfinite(train_loss):
             raise ConvaeError(f"training diverged at epoch {epoch} (step {int(state.step)}): loss is {train_loss}")
         snapshot = FittedModel(config, jax.device_get(state.params), train)
-        metrics = _validation_metrics(snapshot, validation) if validation is not None and validation.nnz else {}
+        scorer = validation_metrics or _validation_metrics
+        metrics = scorer(snapshot, validation) if validation is not None and validation.nnz else {}
         record = EpochRecord(epoch, train_loss, seconds, active_rows.size / seconds, metrics)
         history.append(record)
         if on_epoch is not None:

@@ -1,0 +1,8 @@
+"""`python -m theory recovery|bounds [--quick] [--out DIR]`: the same as `convae theory ...`."""
+
+import sys
+
+from convae_jax.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["theory"] + sys.argv[1:]))
