@@ -27,3 +27,15 @@ class ConfigError(ConvaeError, ValueError):
 
 class ModelFileError(ConvaeError):
     """A saved model that is corrupted, truncated, or does not match its own config."""
+
+
+class CheckpointError(ModelFileError):
+    """A training checkpoint that is corrupted, truncated, or belongs to another config or data."""
+
+
+class TrainingDiverged(ConvaeError):
+    """The loss or the gradients became NaN or inf; `step` is the first update (1-based) at fault."""
+
+    def __init__(self, message: str, *, step: int, checkpoint=None):
+        super().__init__(message)
+        self.step, self.checkpoint = step, checkpoint

@@ -13,10 +13,11 @@ from convae_jax.data.interactions import Interactions
 from convae_jax.data.loaders import load_dataset
 from convae_jax.data.splits import holdout_interactions
 from convae_jax.data.synthetic import SyntheticTruth
-from convae_jax.errors import ConvaeError
+from convae_jax.errors import CheckpointError, ConvaeError
 from convae_jax.evaluate import explicit_protocol
 from convae_jax.explain import explain_scores
-from convae_jax.io import load_model, save_model
+from convae_jax.checkpoint import list_checkpoints
+from convae_jax.io import atomic_write, load_model, save_model
 from convae_jax.predict import FittedModel
 from convae_jax.rank import ranking_scores, seen_mask, top_k
 from convae_jax.train import fit
@@ -39,21 +40,42 @@ def load_split(dataset: str, data_dir, config: Config) -> tuple[Interactions, In
     return holdout_interactions(data, fraction=config.eval.test_fraction, seed=config.eval.split_seed)
 
 
-def train_and_evaluate(config: Config, workdir, *, dataset: str = SYNTHETIC, data_dir=None) -> dict:
+def train_and_evaluate(config: Config, workdir, *, dataset: str = SYNTHETIC, data_dir=None, resume: bool = False) -> dict:
     """Trains on the training split, evaluates on the test split (explicit protocol: ratings and
-    top-K of held-out items), and writes run.json, history.json, metrics.json and model/."""
+    top-K of held-out items), and writes run.json, checkpoints/ (one per epoch), history.json,
+    metrics.json and model/, each file atomically. A workdir that already holds checkpoints is
+    refused unless `resume` (see `resume_run`)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if not resume and list_checkpoints(workdir / "checkpoints"):
+        raise CheckpointError(f"{workdir} already holds a run; continue it with --resume {workdir} or use a new workdir")
     train, test = load_split(dataset, data_dir, config)
-    run = {"dataset": dataset, "data_dir": None if data_dir is None else str(data_dir), "config": config.to_dict()}
-    (workdir / "run.json").write_text(json.dumps(run, indent=2))
-    model = fit(train, config)
+    if not resume:
+        # The data directory is stored absolute so that `resume_run` works from any directory.
+        run = {"dataset": dataset, "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
+               "config": config.to_dict()}
+        _write_json(workdir / "run.json", run)
+    model = fit(train, config, checkpoint_dir=workdir / "checkpoints", resume=resume)
     save_model(model, workdir / "model")
-    (workdir / "history.json").write_text(json.dumps([dataclasses.asdict(r) for r in model.history], indent=2))
+    _write_json(workdir / "history.json", [dataclasses.asdict(r) for r in model.history])
     metrics = {"dataset": dataset, "selected_epoch": _selected_epoch(model, config),
                "test": explicit_protocol(model, train, test, ks=config.eval.ks)}
-    (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _write_json(workdir / "metrics.json", metrics)
     return metrics
+
+
+def resume_run(workdir) -> dict:
+    """Continues an interrupted `train_and_evaluate` in `workdir` from its newest readable
+    checkpoint, with the config, dataset and data directory recorded in its run.json. On CPU the
+    outcome is bit-for-bit that of an uninterrupted run; a finished run is re-evaluated only."""
+    workdir = Path(workdir)
+    run = _read_run(workdir)
+    try:
+        config = Config.from_dict(run["config"])
+        dataset, data_dir = run["dataset"], run["data_dir"]
+    except (KeyError, TypeError) as err:
+        raise ConvaeError(f"{workdir / 'run.json'}: incomplete run record ({err})") from None
+    return train_and_evaluate(config, workdir, dataset=dataset, data_dir=data_dir, resume=True)
 
 
 def evaluate_run(workdir, *, dataset: str | None = None, data_dir=None) -> dict:
@@ -64,7 +86,7 @@ def evaluate_run(workdir, *, dataset: str | None = None, data_dir=None) -> dict:
     dataset = dataset or run["dataset"]
     train, test = load_split(dataset, data_dir or run["data_dir"], model.config)
     result = {"dataset": dataset, "test": explicit_protocol(model, train, test, ks=model.config.eval.ks)}
-    (workdir / "evaluation.json").write_text(json.dumps(result, indent=2))
+    _write_json(workdir / "evaluation.json", result)
     return result
 
 
@@ -114,9 +136,16 @@ def _selected_epoch(model: FittedModel, config: Config) -> int:
 
 def _read_run(workdir: Path) -> dict:
     try:
-        return json.loads((workdir / "run.json").read_text())
+        run = json.loads((workdir / "run.json").read_text())
     except (OSError, ValueError) as err:
         raise ConvaeError(f"{workdir}: not a run directory ({err})") from None
+    if not isinstance(run, dict):
+        raise ConvaeError(f"{workdir / 'run.json'}: not a run record")
+    return run
+
+
+def _write_json(path: Path, value) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(value, indent=2).encode()))
 
 
 def _plain(value):

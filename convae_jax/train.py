@@ -1,8 +1,10 @@
-"""Training: state, the jitted step factory, and the loop with early stopping."""
+"""Training: state, the jitted step factory, and the loop with early stopping, per-epoch
+checkpoints, resume and the divergence guard."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from typing import Callable, NamedTuple
 
@@ -13,11 +15,12 @@ import optax
 from tqdm.auto import tqdm
 
 from convae_jax import losses
+from convae_jax.checkpoint import CheckpointDir, data_fingerprint, root_key_data
 from convae_jax.config import Config
 from convae_jax.data.batches import RowBatch, RowMatrix, entry_budget, iterate_batches
 from convae_jax.data.interactions import Interactions
 from convae_jax.data.splits import holdout_interactions
-from convae_jax.errors import ConvaeError
+from convae_jax.errors import CheckpointError, ConvaeError, TrainingDiverged
 from convae_jax.metrics import rating_metrics
 from convae_jax.model import Conv4Rec, build_model, init_params, weight_names
 from convae_jax.predict import FittedModel
@@ -57,10 +60,10 @@ def make_loss_fn(*, model: Conv4Rec, config: Config, batch_rows: int):
         h = model.apply({"params": params}, batch.segment, batch.col, batch.channel, input_count, batch_rows,
                         method=Conv4Rec.encode)
         h_padded = jnp.concatenate([h, jnp.zeros((1, h.shape[1]), h.dtype)])
-        entry_logits = model.apply({"params": params}, h_padded[batch.segment], batch.col, method=Conv4Rec.entry_logits)
-        log_z = losses.chunked_logsumexp(
+        entry_logits, log_z = losses.entry_logits_and_log_z(
             lambda cols: model.apply({"params": params}, h, cols, method=Conv4Rec.column_logits),
-            n_cols=model.n_cols, chunk=mc.logit_chunk)
+            lambda: model.apply({"params": params}, h_padded[batch.segment], batch.col, method=Conv4Rec.entry_logits),
+            batch.segment, batch.col, n_cols=model.n_cols, chunk=mc.logit_chunk)
         explicit_weight = jnp.ones_like(keep) if mc.explicit_on == "all" else 1.0 - keep
         per_row = losses.row_losses(entry_logits, log_z, batch.segment, batch.channel, batch.count, explicit_weight,
                                     rating_weight=mc.rating_weight, n_rows=batch_rows,
@@ -75,7 +78,9 @@ def make_loss_fn(*, model: Conv4Rec, config: Config, batch_rows: int):
 
 def make_train_step(*, model: Conv4Rec, tx: optax.GradientTransformation, config: Config, dropout_key) -> TrainStep:
     """Builds the jitted step once. The state is donated; the dropout key of step t is
-    fold_in(dropout_key, t), so no key crosses from the host."""
+    fold_in(dropout_key, t), so no key crosses from the host. The returned loss is NaN when the
+    loss or the gradient norm is non-finite (a NaN or inf gradient, or one whose square overflows
+    Adam's second moment), so the loop's divergence guard can name the step."""
     loss_fn = make_loss_fn(model=model, config=config, batch_rows=config.train.batch_rows)
     holder = TrainStep(fn=None)
 
@@ -83,12 +88,14 @@ def make_train_step(*, model: Conv4Rec, tx: optax.GradientTransformation, config
         holder.traces += 1
         key = jax.random.fold_in(dropout_key, state.step)
         loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, key)
+        loss = jnp.where(jnp.isfinite(optax.tree.norm(grads)), loss, jnp.nan)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, opt_state, state.step + 1), loss
 
     holder.fn = jax.jit(step, donate_argnums=0)
     return holder
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +109,8 @@ class EpochRecord:
 
 def fit(train: Interactions, config: Config, *, validation: Interactions | None = None,
         on_epoch: Callable[[EpochRecord], None] | None = None,
-        validation_metrics: Callable[[FittedModel, Interactions], dict] | None = None) -> FittedModel:
+        validation_metrics: Callable[[FittedModel, Interactions], dict] | None = None,
+        checkpoint_dir=None, resume: bool = False) -> FittedModel:
     """Trains Conv4Rec on `train` and returns the model at the validation-selected epoch.
 
     Without an explicit `validation` set, `train.validation_fraction` of `train` is held out
@@ -111,6 +119,15 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
     reads all of `train` (validation pairs included): at prediction time a user's whole known
     history is the input. `validation_metrics(snapshot, validation) -> dict` replaces the rating
     metrics of the validation pairs (e.g. a held-out joint NLL); it must return `select_metric`.
+
+    With `checkpoint_dir`, a checkpoint (`convae_jax.checkpoint`) is written after every epoch,
+    the last one marked finished; a directory that already holds checkpoints is refused unless
+    `resume`. With `resume`, training continues from the newest readable checkpoint (from scratch
+    if none was written yet), restoring parameters, Adam state, step, the shuffling generator,
+    best-so-far and patience: on CPU the result is bit-for-bit that of an uninterrupted run.
+
+    Divergence guard: if the loss or a gradient becomes NaN or inf, `TrainingDiverged` names the
+    first such step; no checkpoint is written for the failed epoch, so the last good one remains.
     """
     config = config.validate()
     tc = config.train
@@ -130,36 +147,116 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
     active_rows = np.flatnonzero(matrix.lengths > 0)
     budget = entry_budget(matrix.lengths, tc.batch_rows)
 
-    history, best, best_score, since_best = [], None, np.inf, 0
-    bar = tqdm(total=tc.max_epochs, disable=not tc.progress, unit="epoch", dynamic_ncols=True)
-    for epoch in range(1, tc.max_epochs + 1):
-        start, batch_losses = time.perf_counter(), []
+    checkpoints = None
+    progress = _Progress()
+    if checkpoint_dir is not None:
+        checkpoints = CheckpointDir(checkpoint_dir, config=config, fingerprint=data_fingerprint(train, validation))
+        if not resume and checkpoints.complete():
+            raise CheckpointError(f"{checkpoint_dir} already holds checkpoints; resume the run or use a new directory")
+        found = checkpoints.latest({"state": state, "best": state.params}) if resume else None
+        if found is not None:
+            state, progress = _restore(found, state, shuffle_rng, tc.seed)
+
+    bar = tqdm(total=tc.max_epochs, initial=progress.epoch, disable=not tc.progress, unit="epoch", dynamic_ncols=True)
+    for epoch in range(progress.epoch + 1, tc.max_epochs + 1):
+        if progress.finished:
+            break
+        start, batch_losses, first_step = time.perf_counter(), [], int(state.step)
         for batch in iterate_batches(matrix, shuffle_rng.permutation(active_rows), batch_rows=tc.batch_rows, budget=budget):
             state, loss = step(state, batch)
             batch_losses.append(loss)
-        train_loss = float(np.mean(jax.device_get(batch_losses)))
+        # The whole state comes to the host only when it is checkpointed anyway.
+        host = jax.device_get(state if checkpoints is not None else TrainState(state.params, None, None))
+        batch_losses, params = np.asarray(jax.device_get(batch_losses)), host.params
+        _guard_divergence(batch_losses, host, epoch=epoch, first_step=first_step, checkpoints=checkpoints)
+        train_loss = float(np.mean(batch_losses))
         seconds = time.perf_counter() - start
-        if not np.isfinite(train_loss):
-            raise ConvaeError(f"training diverged at epoch {epoch} (step {int(state.step)}): loss is {train_loss}")
-        snapshot = FittedModel(config, jax.device_get(state.params), train)
+        snapshot = FittedModel(config, params, train)
         scorer = validation_metrics or _validation_metrics
         metrics = scorer(snapshot, validation) if validation is not None and validation.nnz else {}
         record = EpochRecord(epoch, train_loss, seconds, active_rows.size / seconds, metrics)
-        history.append(record)
+        progress.history.append(record)
         if on_epoch is not None:
             on_epoch(record)
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.4g}", rows_per_s=f"{record.rows_per_second:.0f}",
                         **{f"val_{k}": f"{v:.4f}" for k, v in metrics.items() if k in ("rmse", "nll")})
         score = metrics.get(tc.select_metric, -epoch)  # no validation: keep the last epoch
-        if score < best_score:
-            best, best_score, since_best = snapshot, score, 0
+        if score < progress.best_score:
+            progress.best_params, progress.best_score, progress.since_best = params, score, 0
         else:
-            since_best += 1
-            if since_best >= tc.patience:
-                break
+            progress.since_best += 1
+        progress.epoch = epoch
+        progress.finished = progress.since_best >= tc.patience or epoch == tc.max_epochs
+        if checkpoints is not None:
+            checkpoints.save(epoch, {"state": host, "best": progress.best_params},
+                             progress.to_json(shuffle_rng, tc.seed))
     bar.close()
-    return FittedModel(config, best.params, full_train, tuple(history))
+    if progress.best_params is None:
+        raise ConvaeError(f"no epoch produced a finite validation {tc.select_metric}")
+    return FittedModel(config, progress.best_params, full_train, tuple(progress.history))
+
+
+@dataclasses.dataclass
+class _Progress:
+    """The epoch loop's state beyond `TrainState`: with it, a resumed run repeats the
+    uninterrupted one exactly (same batches, same selection, same stopping epoch)."""
+
+    epoch: int = 0  # epochs completed
+    history: list = dataclasses.field(default_factory=list)  # EpochRecord per completed epoch
+    best_params: dict | None = None  # parameters at the best validation score so far
+    best_score: float = np.inf  # best `select_metric` so far (-epoch without validation)
+    since_best: int = 0  # epochs without improvement (patience counter)
+    finished: bool = False  # early-stopped or at max_epochs
+
+    def to_json(self, shuffle_rng: np.random.Generator, seed: int) -> dict:
+        """The JSON-able part; the shuffling generator's state makes the next epochs' order exact."""
+        return _plain_json({
+            "best_score": self.best_score, "since_best": self.since_best, "finished": self.finished,
+            "history": [dataclasses.asdict(r) for r in self.history],
+            "shuffle_rng": shuffle_rng.bit_generator.state, "root_key": root_key_data(seed),
+        })
+
+
+def _restore(found, state: TrainState, shuffle_rng: np.random.Generator, seed: int) -> tuple[TrainState, _Progress]:
+    """Train state and loop progress from a checkpoint; the shuffling generator is reset in place."""
+    loop = found.loop
+    if loop["root_key"] != root_key_data(seed):
+        raise CheckpointError(f"{found.path}: written with another root PRNG key")
+    shuffle_rng.bit_generator.state = loop["shuffle_rng"]
+    restored = jax.tree_util.tree_map(jnp.asarray, found.trees["state"])
+    progress = _Progress(epoch=found.epoch, history=[EpochRecord(**r) for r in loop["history"]],
+                         best_params=found.trees.get("best"), best_score=float(loop["best_score"]),
+                         since_best=int(loop["since_best"]), finished=bool(loop["finished"]))
+    return TrainState(*restored), progress
+
+
+def _guard_divergence(batch_losses: np.ndarray, host_state, *, epoch: int, first_step: int, checkpoints) -> None:
+    """TrainingDiverged naming the first update (1-based) whose loss or gradient norm was
+    non-finite; or, if only the state on the host (parameters, plus the optimiser state when
+    checkpointing) is, the epoch's last update."""
+    bad = np.flatnonzero(~np.isfinite(batch_losses))
+    state_finite = all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(host_state))
+    if bad.size == 0 and state_finite:
+        return
+    if bad.size:
+        step, what = first_step + int(bad[0]) + 1, f"the loss or its gradients became {batch_losses[bad[0]]}"
+    else:
+        step, what = first_step + batch_losses.size, "the parameters or optimiser state became non-finite"
+    kept = checkpoints.complete() if checkpoints is not None else []
+    where = f"; the last good checkpoint is {kept[0]}" if kept else "; no checkpoint was written before it"
+    raise TrainingDiverged(f"training diverged at step {step} (epoch {epoch}): {what}{where}",
+                           step=step, checkpoint=kept[0] if kept else None)
+
+
+def _plain_json(value):
+    """`value` with numpy scalars turned into Python ones (exact for float32 and float64)."""
+    def numpy_scalar(x):
+        if isinstance(x, np.generic):
+            return x.item()
+        raise TypeError(f"cannot checkpoint a {type(x).__name__} in the loop state")
+
+    return json.loads(json.dumps(value, default=numpy_scalar))
 
 
 def _validation_metrics(model: FittedModel, validation: Interactions) -> dict:

@@ -6,9 +6,13 @@ the field at fault; a raw pandas or h5py exception never escapes.
 
 from __future__ import annotations
 
+import codecs
+import csv
 import dataclasses
 import io
 import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,24 +36,28 @@ class Dataset:
 
 
 def load_ratings_table(path, *, user_col, item_col, rating_col, scale, sep=None, header=True,
-                       integer_ids=True, allow_duplicates=False) -> Interactions:
+                       integer_ids=True, allow_duplicates=False, n_fields: int | None = None) -> Interactions:
     """Reads a CSV/TSV (or `.parquet`) file with named or positional columns into `Interactions`.
 
     `scale` lists the allowed rating values; channel c means "rated scale[c]". With `header=False`
     the column arguments are 0-based positions. Duplicate (user, item) pairs are refused unless
-    `allow_duplicates`.
+    `allow_duplicates`. Every line must have as many fields as the header (or, without one, the
+    first line), or exactly `n_fields` when given; one trailing empty field (a separator at the
+    end of a line) is tolerated. Text must be UTF-8 (a BOM is allowed).
     """
     path = Path(path)
-    frame, first_data_line = _read_frame(path, sep=sep, header=header)
-    columns = {"user": user_col, "item": item_col, "rating": rating_col}
-    for field, col in columns.items():
+    roles = {"user": user_col, "item": item_col, "rating": rating_col}
+    frame, first_data_line, labels = _read_frame(path, sep=sep, header=header, n_fields=n_fields)
+    for field, col in roles.items():
         if col not in frame.columns:
-            raise DataError(f"missing column {col!r} for {field}; found {list(frame.columns)}", path=path, line=1)
+            raise DataError(f"missing column {col!r} for {field}; found {list(frame.columns)}", path=path, line=1,
+                            field=str(col))
     parse_id = _parse_int_ids if integer_ids else _parse_any_ids
-    users = parse_id(frame[user_col], path, first_data_line, str(user_col))
-    items = parse_id(frame[item_col], path, first_data_line, str(item_col))
-    channels = _parse_ratings(frame[rating_col], scale, path, first_data_line, str(rating_col))
-    return _index(users, items, channels, scale, path, first_data_line, allow_duplicates)
+    users = parse_id(frame[user_col], path, first_data_line, labels[user_col])
+    items = parse_id(frame[item_col], path, first_data_line, labels[item_col])
+    channels = _parse_ratings(frame[rating_col], scale, path, first_data_line, labels[rating_col])
+    return _index(users, items, channels, scale, path, first_data_line, allow_duplicates,
+                  field=f"{labels[user_col]}, {labels[item_col]}")
 
 
 def load_movielens(data_dir, *, variant: str) -> Interactions:
@@ -57,14 +65,14 @@ def load_movielens(data_dir, *, variant: str) -> Interactions:
     data_dir = Path(data_dir)
     if variant == "100k":
         return load_ratings_table(data_dir / "u.data", user_col=0, item_col=1, rating_col=2, scale=STARS,
-                                  sep="\t", header=False)
+                                  sep="\t", header=False, n_fields=4)
     if variant in ("1m", "10m"):
         scale = STARS if variant == "1m" else HALF_STARS
         return load_ratings_table(data_dir / "ratings.dat", user_col=0, item_col=1, rating_col=2, scale=scale,
-                                  sep="::", header=False)
+                                  sep="::", header=False, n_fields=4)
     if variant in ("latest", "20m", "25m"):
         return load_ratings_table(data_dir / "ratings.csv", user_col="userId", item_col="movieId",
-                                  rating_col="rating", scale=HALF_STARS, sep=",")
+                                  rating_col="rating", scale=HALF_STARS, sep=",", n_fields=4)
     raise DataError(f"unknown MovieLens variant {variant!r}; expected 100k, 1m, 10m, latest, 20m or 25m")
 
 
@@ -77,14 +85,23 @@ def load_douban(data_dir) -> Dataset:
 
     path = Path(data_dir) / "training_test_dataset.mat"
     _require_file(path)
+    arrays = {}
     try:
         with h5py.File(path, "r") as f:
-            ratings, train_mask, test_mask = (np.asarray(f[k]).T for k in ("M", "Otraining", "Otest"))
-    except (OSError, KeyError, ValueError) as err:
-        raise DataError(f"not a readable Douban .mat (HDF5) file with M, Otraining, Otest: {err}", path=path) from None
-    if not (ratings.shape == train_mask.shape == test_mask.shape) or ratings.ndim != 2:
-        raise DataError(f"M, Otraining and Otest must share one 2-D shape, got {ratings.shape}", path=path)
-    return _dense_split("douban", ratings, train_mask > 0, test_mask > 0, path)
+            for name in ("M", "Otraining", "Otest"):
+                arrays[name] = np.asarray(f[name]).T
+    except Exception as err:  # h5py raises OSError, KeyError, ValueError, TypeError, RuntimeError... on a bad file
+        field = next(name for name in ("M", "Otraining", "Otest") if name not in arrays)
+        raise DataError(f"not a readable Douban .mat (HDF5) file: {type(err).__name__}: {err}", path=path,
+                        field=field) from None
+    for name, arr in arrays.items():
+        if arr.ndim != 2 or arr.dtype.kind not in "biuf":
+            raise DataError(f"expected a 2-D numeric matrix, got {arr.dtype} of shape {arr.shape}", path=path, field=name)
+    ratings, train_mask, test_mask = arrays["M"], arrays["Otraining"], arrays["Otest"]
+    if not (ratings.shape == train_mask.shape == test_mask.shape):
+        raise DataError(f"M, Otraining and Otest must share one shape, got {ratings.shape}, {train_mask.shape}, "
+                        f"{test_mask.shape}", path=path)
+    return _dense_split("douban", ratings, train_mask > 0, test_mask > 0, path, field="M")
 
 
 def load_coat(data_dir) -> Dataset:
@@ -95,13 +112,15 @@ def load_coat(data_dir) -> Dataset:
         path = data_dir / name
         _require_file(path)
         rows = []
-        with open(path, encoding="ascii", errors="replace") as handle:
+        with open(path, encoding="ascii", errors="replace", newline=None) as handle:
             for line_no, line in enumerate(handle, start=1):
                 fields = line.split()
                 try:
                     rows.append([int(x) for x in fields])
                 except ValueError:
-                    raise DataError(f"expected integers 0..5, got {line.strip()[:60]!r}", path=path, line=line_no) from None
+                    column = next(k for k, x in enumerate(fields) if not _is_int(x)) + 1
+                    raise DataError(f"expected integers 0..5, got {fields[column - 1][:30]!r}", path=path,
+                                    line=line_no, field=f"column {column}") from None
                 if rows and len(rows[-1]) != len(rows[0]):
                     raise DataError(f"expected {len(rows[0])} columns, got {len(fields)}", path=path, line=line_no)
         if not rows:
@@ -109,7 +128,9 @@ def load_coat(data_dir) -> Dataset:
         matrix = np.asarray(rows)
         bad = np.argwhere((matrix < 0) | (matrix > 5))
         if bad.size:
-            raise DataError(f"rating {matrix[tuple(bad[0])]} outside 0..5", path=path, line=int(bad[0][0]) + 1)
+            raise DataError(f"rating {matrix[tuple(bad[0])]} outside 0..5", path=path, line=int(bad[0][0]) + 1,
+                            field=f"column {int(bad[0][1]) + 1}")
+        matrix = matrix.astype(np.int64)
         matrices.append(matrix)
     train, test = matrices
     if train.shape != test.shape:
@@ -138,6 +159,14 @@ def load_dataset(name: str, data_dir) -> Dataset:
 
 # --- helpers -------------------------------------------------------------------------------------
 
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _require_file(path: Path):
     if not path.is_file():
         raise DataError("file not found", path=path)
@@ -145,38 +174,111 @@ def _require_file(path: Path):
         raise DataError("empty file", path=path, line=1)
 
 
-def _read_frame(path: Path, *, sep, header) -> tuple[pd.DataFrame, int]:
-    """The raw table as strings, and the line number of its first data row."""
+def _read_frame(path: Path, *, sep, header, n_fields: int | None) -> tuple[pd.DataFrame, int, dict]:
+    """The raw table as strings, the line number of its first data row, and a label per column
+    for messages (the header name, or the 0-based position without a header).
+
+    The text is decoded here rather than by pandas so that an encoding error has an exact line;
+    NUL bytes are refused (pandas' C parser silently cuts a field at one)."""
     _require_file(path)
     if path.suffix == ".parquet":
         try:
-            return pd.read_parquet(path), 1
+            frame = pd.read_parquet(path)
         except Exception as err:  # pyarrow raises many types for a bad file
             raise DataError(f"not a readable Parquet file: {err}", path=path) from None
-    raw = path.read_bytes()
+        if frame.empty:
+            raise DataError("no data rows", path=path)
+        return frame, 1, {col: str(col) for col in frame.columns}
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read: {err.strerror or err}", path=path) from None
+    sep = sep or ","
     if sep == "::":  # the C parser takes one-character separators only
         raw, sep = raw.replace(b"::", b"\t"), "\t"
+    if len(sep) != 1 or sep in "\r\n\"":
+        raise DataError(f"unsupported separator {sep!r}: use one character (or '::')", path=path)
+    raw = raw.removeprefix(codecs.BOM_UTF8)
     try:
-        frame = pd.read_csv(io.BytesIO(raw), sep=sep or ",", header=0 if header else None, dtype=str,
-                            keep_default_na=False, na_values=[""], skip_blank_lines=False, encoding="utf-8")
-    except pd.errors.ParserError as err:
-        raise DataError(f"wrong number of fields: {_parser_detail(err)}", path=path, line=_parser_line(err)) from None
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError("not valid UTF-8 text", path=path, line=line) from None
+        _raise_at_byte(raw, err.start, "not valid UTF-8 text", path, sep, header)
+    if "\0" in text:
+        _raise_at_byte(raw, raw.index(b"\0"), "NUL byte in the text", path, sep, header)
+    if not text.strip():
+        raise DataError("empty file", path=path, line=1)
+    head = re.split(r"\r\n|\r|\n", text, maxsplit=2)
+    first_line = head[0]
+    names = next(csv.reader([first_line], delimiter=sep)) if header else None
+    if header:
+        if n_fields is not None and len(names) != n_fields:
+            raise DataError(f"wrong number of fields: expected {n_fields} in the header, got {len(names)}",
+                            path=path, line=1)
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise DataError("column name used twice", path=path, line=1, field=repeated[0])
+    width = n_fields or (len(names) if header else first_line.count(sep) + 1)
+    columns = list(range(width + 1))  # one spare column catches lines with an extra field
+    first_data_line = 2 if header else 1
+    first_fields = len(next(csv.reader([head[first_data_line - 1]], delimiter=sep), [])) if len(head) >= first_data_line else 0
+    if first_fields > width + 1:  # pandas would drop the surplus of a long first row with only a warning
+        raise DataError(f"wrong number of fields: expected {width}, got {first_fields}", path=path,
+                        line=first_data_line, field=_column_label(width, names))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)  # never drop data silently
+            frame = pd.read_csv(io.StringIO(text), sep=sep, header=None, names=columns, skiprows=1 if header else 0,
+                                dtype=str, keep_default_na=False, na_values=[""], skip_blank_lines=False,
+                                index_col=False)
+    except pd.errors.ParserWarning as err:
+        raise DataError(f"wrong number of fields: {err}", path=path) from None
+    except pd.errors.ParserError as err:
+        raise DataError(f"wrong number of fields: {_parser_detail(err)}", path=path,
+                        line=_parser_line(err, 2 if header else 1)) from None
     except pd.errors.EmptyDataError:
-        raise DataError("empty file", path=path, line=1) from None
+        raise DataError("no data rows", path=path, line=first_data_line) from None
     if frame.empty:
-        raise DataError("no data rows", path=path, line=2 if header else 1)
-    return frame, 2 if header else 1
+        raise DataError("no data rows", path=path, line=first_data_line)
+    labels = {i: _column_label(i, names) for i in columns}
+    extra = frame[width].notna().to_numpy()
+    if extra.any():
+        raise DataError(f"wrong number of fields: expected {width}, got more", path=path,
+                        line=_first_bad(extra, first_data_line), field=labels[width])
+    frame = frame.drop(columns=width)
+    short = frame.isna().to_numpy()
+    if n_fields is not None and short.any():
+        row, col = (int(v) for v in np.argwhere(short)[0])
+        raise DataError(f"missing value (or fewer than {width} fields)", path=path, line=row + first_data_line,
+                        field=labels[col])
+    if header:
+        frame.columns = [names[i] if i < len(names) else i for i in range(width)]
+        labels = {names[i] if i < len(names) else i: labels[i] for i in range(width)}
+    return frame, first_data_line, labels
 
 
-def _parser_line(err) -> int | None:
+def _column_label(index: int, names: list[str] | None) -> str:
+    """How messages name column `index`: its header name, else its 0-based position (as the
+    column arguments of `load_ratings_table` give it)."""
+    return names[index] if names is not None and index < len(names) else str(index)
+
+
+def _raise_at_byte(raw: bytes, offset: int, message: str, path, sep: str, header: bool):
+    """DataError at the line and field holding byte `offset` of the (separator-normalised) file."""
+    line_start = raw.rfind(b"\n", 0, offset) + 1
+    line = raw.count(b"\n", 0, offset) + 1
+    column = raw[line_start:offset].count(sep.encode())
+    names = raw[:raw.find(b"\n")].decode("utf-8", errors="replace").rstrip("\r").split(sep) if header else None
+    raise DataError(message, path=path, line=line, field=_column_label(column, names)) from None
+
+
+def _parser_line(err, first_data_line: int) -> int | None:
+    """The 1-based line of a pandas ParserError ("... in line 7, ..." or "... starting at row 3")."""
     text = str(err)
-    marker = " line "
-    if marker in text:
-        digits = text.split(marker, 1)[1].split(",")[0].strip()
-        return int(digits) if digits.isdigit() else None
+    for marker, offset in ((" line ", 0), (" row ", first_data_line)):
+        if marker in text:
+            digits = text.split(marker, 1)[1].split(",")[0].split()[0].strip()
+            if digits.isdigit():
+                return int(digits) + offset
     return None
 
 
@@ -223,7 +325,7 @@ def _parse_ratings(column: pd.Series, scale, path, first_line, field) -> np.ndar
     return channel.astype(np.int32)
 
 
-def _index(users, items, channels, scale, path, first_line, allow_duplicates) -> Interactions:
+def _index(users, items, channels, scale, path, first_line, allow_duplicates, field=None) -> Interactions:
     user_ids, user = np.unique(users, return_inverse=True)
     item_ids, item = np.unique(items, return_inverse=True)
     if not allow_duplicates:
@@ -233,18 +335,22 @@ def _index(users, items, channels, scale, path, first_line, allow_duplicates) ->
             dup = np.ones(pair.size, bool)
             dup[first] = False
             row = int(np.flatnonzero(dup)[0])
-            raise DataError(f"duplicate (user, item) pair ({users[row]}, {items[row]})", path=path, line=row + first_line)
+            raise DataError(f"duplicate (user, item) pair ({users[row]}, {items[row]})", path=path, line=row + first_line,
+                            field=field)
     return Interactions.build(user, item, channels, n_users=len(user_ids), n_items=len(item_ids),
                               channel_values=scale, user_ids=user_ids, item_ids=item_ids)
 
 
-def _dense_split(name, ratings, train_mask, test_mask, path) -> Dataset:
+def _dense_split(name, ratings, train_mask, test_mask, path, field=None) -> Dataset:
     """Interactions from a dense rating matrix and two masks, raw ids being 1-based positions."""
-    values = ratings[train_mask | test_mask]
-    if values.size == 0:
-        raise DataError("no ratings in the file", path=path)
-    if not np.all(np.isin(values, STARS)):
-        raise DataError(f"ratings must be 1..5 where a mask is set, found {sorted(set(values.tolist()) - set(STARS))[:5]}", path=path)
+    rated = train_mask | test_mask
+    if not rated.any():
+        raise DataError("no ratings in the file", path=path, field=field)
+    bad = np.argwhere(rated & ~np.isin(ratings, STARS))
+    if bad.size:
+        row, col = (int(v) for v in bad[0])
+        raise DataError(f"rating {ratings[row, col]!r} at (user {row + 1}, item {col + 1}) is not one of 1..5 "
+                        "where a mask is set", path=path, field=field)
     n_users, n_items = ratings.shape
     parts = []
     for mask in (train_mask, test_mask):
