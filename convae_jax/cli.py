@@ -30,10 +30,15 @@ def _default_workdir() -> Path:
 
 
 def _cmd_train(args) -> int:
-    from convae_jax.experiment import train_and_evaluate
+    from convae_jax.experiment import resume_run, train_and_evaluate
 
-    workdir = args.workdir or _default_workdir()
-    metrics = train_and_evaluate(config_from(args), workdir, dataset=args.dataset, data_dir=args.data_dir)
+    if args.resume is not None:
+        if args.workdir or args.overrides or args.data_dir:
+            raise ConvaeError("--resume continues a run with its own config and data; drop --workdir, --set and --data-dir")
+        workdir, metrics = args.resume, resume_run(args.resume)
+    else:
+        workdir = args.workdir or _default_workdir()
+        metrics = train_and_evaluate(config_from(args), workdir, dataset=args.dataset, data_dir=args.data_dir)
     print(f"run directory: {workdir}")
     print(json.dumps(metrics, indent=2))
     return 0
@@ -85,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", default="synthetic", choices=("synthetic",) + DATASETS)
     train.add_argument("--data-dir", type=Path, help="directory holding the dataset's files")
     train.add_argument("--workdir", type=Path, help="run directory (default: runs/<timestamp>)")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                       help="continue an interrupted run from its last checkpoint, with its own config and data")
     add_config_flags(train)
     train.set_defaults(run=_cmd_train)
 
