@@ -330,13 +330,21 @@ def loss_and_grads(model: nn.Module, batch: TorchBatch, *, config) -> tuple[floa
 
 
 @torch.no_grad()
-def top_k_consume(model: nn.Module, batch: TorchBatch, seen: torch.Tensor, *, k: int):
-    """Indices (B, k) of each row's k most likely unseen columns by log p(col) = logsumexp_c L[col]
-    (log Z is a per-row constant, so it does not change the order); `seen` (B, n) bool."""
+def top_k_consume(model: nn.Module, batch: TorchBatch, *, k: int, autocast_dtype=None):
+    """Indices (B, k) of each row's k most likely columns outside its own entries, by
+    log p(col) = logsumexp_c L[col] (log Z is a per-row constant, so it does not change the order).
+    `autocast_dtype` as in `fast_loss` (the decoder only)."""
     a = model.arch
+    rows = batch.row_mask.shape[0]
+    seen = torch.zeros(rows + 1, a.n_cols, dtype=torch.bool, device=batch.col.device)
+    seen = seen.index_put_((batch.segment, batch.col), torch.ones_like(batch.col, dtype=torch.bool))[:rows]
+    autocast = torch.autocast(batch.col.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
     if isinstance(model, DenseConv4Rec):
-        scores = torch.logsumexp(model(dense_counts(batch, a.n_channels, a.n_cols)), dim=1)
+        with autocast:
+            logits = model(dense_counts(batch, a.n_channels, a.n_cols)).float().transpose(1, 2)
     else:
         h = model.encode(batch.channel * a.n_cols + batch.col, batch.count, batch.offsets)
-        scores = torch.logsumexp(model.logits(h), dim=-1)
+        with autocast:
+            logits = model.logits(h).float()
+    scores = torch.logsumexp(logits, dim=-1)
     return torch.topk(scores.masked_fill(seen, -torch.inf), k, dim=1).indices

@@ -1,0 +1,41 @@
+"""The benchmark's own arithmetic and data: the parameter count and floor of an epoch, and the
+shaped synthetic datasets (the timings themselves are not tests)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from benchmarks import floors
+from benchmarks.shapes import Shape, shaped_synthetic
+from convae_jax import config as config_lib
+from convae_jax.model import build_model, init_params
+
+
+def test_parameter_count_matches_the_jax_model():
+    config = config_lib.testing().override(["model.hidden=(24,)", "model.conv_channels=3", "model.decoder_channels=5"])
+    model = build_model(config.model, n_cols=17, n_channels=4)
+    params = init_params(model, jax.random.key(0))
+    want = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(params))
+    assert floors.parameter_count(n_cols=17, n_channels=4, conv_channels=3, hidden=24, decoder_channels=5) == want
+
+
+def test_epoch_floor_by_hand():
+    # 10 rows, n = 4, C = 2, d = 3, k = k' = 1, batch 5 (2 steps); P = 2 + 12 + 3 + 12 + 4 + 2 + 8 = 43.
+    floor = floors.epoch_floor(rows=10, steps=2, batch_rows=5, n_cols=4, n_channels=2, conv_channels=1, hidden=3,
+                               decoder_channels=1, matmul_flops=100.0, bandwidth=1000.0)
+    assert floor.parameters == 43
+    assert floor.gemm_flop == 6 * 10 * 3 * 4 * 1
+    assert floor.pass_bytes == 2 * (32 * 43 + 4 * 5 * 4 * 2)
+    np.testing.assert_allclose(floor.seconds, 720 / 100 + floor.pass_bytes / 1000)
+
+
+def test_shaped_synthetic_has_the_shape():
+    shape = Shape("tiny", n_users=300, n_items=200, n_interactions=12_000, n_channels=5)
+    data = shaped_synthetic(shape, seed=1)
+    pairs = data.user.astype(np.int64) * shape.n_items + data.item
+    assert np.unique(pairs).size == data.nnz  # one rating per (user, item), as in MovieLens
+    assert np.bincount(data.user, minlength=shape.n_users).min() >= 20
+    assert 0.85 * shape.n_interactions <= data.nnz <= 1.05 * shape.n_interactions
+    assert set(np.unique(data.channel)) == set(range(shape.n_channels))
+    np.testing.assert_array_equal(shaped_synthetic(shape, seed=1).item, data.item)  # seeded

@@ -1,0 +1,103 @@
+"""The fast paths of the JAX model agree with the plain ones: the encoder's two contraction orders,
+the fused entry-logits/log Z against the chunked log-sum-exp, and the matmul_precision knob
+(fp32 exact, TF32 and bf16 within their stated tolerances: the GPU variants, checked on CPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from convae_jax import config as config_lib
+from convae_jax import losses
+from convae_jax.data.batches import RowMatrix, entry_budget, iterate_batches
+from convae_jax.errors import ConfigError
+from convae_jax.model import Conv4Rec, build_model, init_params
+from convae_jax.train import make_loss_fn
+
+
+@pytest.fixture(scope="module")
+def setup(small_data):
+    config = config_lib.testing().override(["model.orientation=user", "model.input_dropout=0.0"])
+    matrix = RowMatrix.from_interactions(small_data, orientation="user")
+    rows = config.train.batch_rows
+    batch = next(iterate_batches(matrix, np.arange(matrix.n_rows), batch_rows=rows,
+                                 budget=entry_budget(matrix.lengths, rows)))
+    model = build_model(config.model, n_cols=matrix.n_cols, n_channels=small_data.n_channels)
+    return config, matrix, model, init_params(model, jax.random.key(0)), batch
+
+
+def test_encoder_table_path_equals_per_entry_path(setup):
+    _, matrix, model, params, batch = setup
+    rows = batch.row_mask.shape[0]
+    # A one-row batch of 3 entries takes the per-entry path (3·k <= n·C); the same entries padded
+    # to 512 take the table path (512·k > n·C). Padding has count 0 and segment = n_rows.
+    seg, col, ch, cnt = (np.asarray(a)[:3] for a in (np.zeros(3, np.int32), batch.col, batch.channel, batch.count))
+    assert 3 * model.conv_channels <= model.n_cols * model.n_channels < 512 * model.conv_channels
+    pad = lambda a, v: np.concatenate([a, np.full(509, v, a.dtype)])  # noqa: E731
+    encode = lambda *a: model.apply({"params": params}, *a, 1, method=Conv4Rec.encode)  # noqa: E731
+    per_entry = encode(seg, col, ch, cnt)
+    table = encode(pad(seg, 1), pad(col, 0), pad(ch, 0), pad(cnt, 0.0))
+    np.testing.assert_allclose(table, per_entry, rtol=1e-5, atol=1e-6)
+    # and the whole batch, per-entry order forced through a one-row-at-a-time loop
+    h = model.apply({"params": params}, batch.segment, batch.col, batch.channel, batch.count, rows, method=Conv4Rec.encode)
+    for r in range(3):
+        mine = batch.segment == r
+        one = encode(np.zeros(mine.sum(), np.int32), batch.col[mine], batch.channel[mine], batch.count[mine])
+        np.testing.assert_allclose(h[r], one[0], rtol=1e-5, atol=1e-6)
+
+
+def test_fused_entry_logits_equal_chunked_path(setup):
+    _, matrix, model, params, batch = setup
+    rows = batch.row_mask.shape[0]
+
+    def outputs(p, chunk):
+        h = model.apply({"params": p}, batch.segment, batch.col, batch.channel, batch.count, rows, method=Conv4Rec.encode)
+        h_padded = jnp.concatenate([h, jnp.zeros((1, h.shape[1]))])
+        return losses.entry_logits_and_log_z(
+            lambda cols: model.apply({"params": p}, h, cols, method=Conv4Rec.column_logits),
+            lambda: model.apply({"params": p}, h_padded[batch.segment], batch.col, method=Conv4Rec.entry_logits),
+            batch.segment, batch.col, n_cols=model.n_cols, chunk=chunk)
+
+    real = batch.count > 0
+    fused, chunked = (jax.jit(outputs, static_argnums=1)(params, c) for c in (model.n_cols, 7))
+    (fused_entries, fused_z), (chunked_entries, chunked_z) = fused, chunked
+    np.testing.assert_allclose(fused_entries[real], chunked_entries[real], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused_z, chunked_z, rtol=1e-5)
+
+    def scalar(p, chunk):
+        entries, log_z = outputs(p, chunk)
+        return jnp.sum(jnp.where(real[:, None], entries, 0.0) ** 2) + jnp.sum(log_z)
+
+    grad = jax.jit(jax.grad(scalar), static_argnums=1)
+    g_fused, g_chunked = grad(params, model.n_cols), grad(params, 7)
+    for name in g_fused:
+        np.testing.assert_allclose(g_fused[name], g_chunked[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("precision, rtol", [("float32", 1e-6), ("tensorfloat32", 1e-3), ("bfloat16", 2e-2)])
+def test_matmul_precision_tracks_float32(setup, precision, rtol):
+    """Loss and gradients under each precision against the default; on CPU the TF32 request is
+    served in fp32, bf16 rounds operands to 8 bits of mantissa (relative error ~4e-3 per product)."""
+    config, matrix, model, params, batch = setup
+    grads = {}
+    for p in ("default", precision):
+        cfg = dataclasses.replace(config, model=dataclasses.replace(config.model, matmul_precision=p))
+        m = build_model(cfg.model, n_cols=matrix.n_cols, n_channels=model.n_channels)
+        loss_fn = make_loss_fn(model=m, config=cfg, batch_rows=cfg.train.batch_rows)
+        grads[p] = jax.jit(jax.value_and_grad(loss_fn))(params, batch, jax.random.key(0))
+    (want_loss, want_grads), (got_loss, got_grads) = grads["default"], grads[precision]
+    np.testing.assert_allclose(got_loss, want_loss, rtol=rtol)
+    if precision == "bfloat16":
+        assert float(got_loss) != float(want_loss)  # the bf16 path really ran in bf16
+    for name in want_grads:
+        scale = float(jnp.abs(want_grads[name]).max())
+        np.testing.assert_allclose(got_grads[name], want_grads[name], rtol=rtol, atol=10 * rtol * scale, err_msg=name)
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ConfigError, match="matmul_precision"):
+        config_lib.testing().override(["model.matmul_precision=fp8"])
