@@ -187,7 +187,9 @@ def plot_gem_scatter(model: FittedModel, test: Interactions, user: int, path, *,
     fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=130)
     ax.scatter(p_consume[unseen & ~exposed], enjoy[unseen & ~exposed], s=10, c="0.75", label="unseen, not exposed")
     points = ax.scatter(p_consume[exposed], enjoy[exposed], s=60, c=ratings[0][exposed], cmap="RdYlGn", vmin=1, vmax=5,
-                        edgecolors="k", linewidths=0.5, zorder=3, label="randomly exposed (colour: test rating)")
+                        edgecolors="k", linewidths=0.5, zorder=3)
+    # A neutral legend marker: each test item's colour is its rating.
+    ax.scatter([], [], s=60, c="0.5", edgecolors="k", linewidths=0.5, label="randomly exposed (colour: test rating)")
     ax.scatter(p_consume[picks], enjoy[picks], s=190, facecolors="none", edgecolors="tab:blue", linewidths=1.8,
                zorder=4, label=f"gems top-{k} among exposed")
     ax.axvline(cut, color="tab:blue", ls="--", lw=1, label="median P(consume): gems take the left side")
@@ -269,7 +271,8 @@ def summarise(runs: list[dict]) -> dict:
     gems = {}
     for target, per in runs[0]["gems"].items():
         gems[target] = {name: {metric: spread([r["gems"][target][name][metric] for r in runs]) for metric in value}
-                        if isinstance(value, dict) else value for name, value in per.items()}
+                        if isinstance(value, dict) else spread([r["gems"][target][name] for r in runs])
+                        for name, value in per.items()}
     verdicts = {}
     for target in ("model", "popularity"):
         for rival in ("random", "enjoy", "random_below_median", "least_consumed", "gems_other"):
@@ -297,7 +300,8 @@ def markdown_report(result: dict) -> str:
                           ("liked", "all liked (≥ 4) test items")):
         per = s["gems"][target]
         lines += ["", f"## Gem discovery, targets: {title}", "",
-                  f"{per['n_targets']} targets over {per['n_users']} users; each user's unseen test items ranked.", "",
+                  f"{per['n_targets']['mean']:.0f} targets over {per['n_users']['mean']:.0f} users (mean over seeds); "
+                  "each user's unseen test items ranked.", "",
                   "| ranking | " + " | ".join(f"P@{k} | R@{k}" for k in KS) + " |",
                   "| --- |" + " --- | --- |" * len(KS)]
         for ranking in ("random", "random_below_median", "consume", "enjoy", "least_consumed", "gems",
