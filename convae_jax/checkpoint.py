@@ -16,7 +16,9 @@ Writing (`CheckpointDir.save`): every file goes into `epoch-NNNNNN.tmp/` and is 
 manifest last; the directory is then renamed into place and its parent fsynced. A directory
 named `epoch-NNNNNN` is therefore complete; a crash leaves at most a `.tmp` directory, which
 readers ignore and the next save removes. Older checkpoints are pruned only after the new one is
-in place, keeping the newest `keep` (default 2), so the last good checkpoint always survives.
+in place, keeping the newest `keep` (default 2), so the last good checkpoint always survives; a
+pruned one is renamed to `.old` before it is deleted, so a crash mid-delete never leaves a
+gutted directory under a checkpoint's name (the kill test caught exactly that).
 
 Reading (`read_checkpoint`): the manifest and every checksum are verified before any byte is
 parsed, so a truncated or bit-flipped file is refused with `CheckpointError`, never half-loaded.
@@ -147,7 +149,9 @@ class CheckpointDir:
         tmp.rename(final)
         fsync_directory(self.directory)
         for old in self.complete()[self.keep:]:
-            shutil.rmtree(old)
+            # Renamed first: a crash mid-delete must not leave a complete-looking, gutted checkpoint.
+            old.rename(old.with_name(old.name + ".old"))
+        fsync_directory(self.directory)
         self._remove_leftovers()
         return final
 

@@ -45,6 +45,7 @@ class TrainConfig:
     select_metric: str = "rmse"  # validation metric that picks the epoch: "rmse" or "nll"
     seed: int = 0  # root of every random stream of the run (split, init, dropout, shuffling)
     progress: bool = True  # show a progress bar
+    checkpoint_every: int = 1  # epochs between checkpoints when fit writes them (the last epoch always gets one); >= 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Config:
             (t.max_epochs >= 1 and t.patience >= 1, "train.max_epochs and train.patience must be >= 1"),
             (0.0 <= t.validation_fraction < 1.0, "train.validation_fraction must lie in [0, 1)"),
             (t.select_metric in ("rmse", "nll"), "train.select_metric must be 'rmse' or 'nll'"),
+            (t.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
             (0.0 < e.test_fraction < 1.0, "eval.test_fraction must lie in (0, 1)"),
             (len(e.ks) >= 1 and all(k >= 1 for k in e.ks), "eval.ks must be positive cut-offs"),
         ]

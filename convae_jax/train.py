@@ -120,9 +120,9 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
     history is the input. `validation_metrics(snapshot, validation) -> dict` replaces the rating
     metrics of the validation pairs (e.g. a held-out joint NLL); it must return `select_metric`.
 
-    With `checkpoint_dir`, a checkpoint (`convae_jax.checkpoint`) is written after every epoch,
-    the last one marked finished; a directory that already holds checkpoints is refused unless
-    `resume`. With `resume`, training continues from the newest readable checkpoint (from scratch
+    With `checkpoint_dir`, a checkpoint (`convae_jax.checkpoint`) is written after every
+    `train.checkpoint_every`-th epoch (default: every epoch) and after the last one, which is
+    marked finished; a directory that already holds checkpoints is refused unless `resume`. With `resume`, training continues from the newest readable checkpoint (from scratch
     if none was written yet), restoring parameters, Adam state, step, the shuffling generator,
     best-so-far and patience: on CPU the result is bit-for-bit that of an uninterrupted run.
 
@@ -165,8 +165,9 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
         for batch in iterate_batches(matrix, shuffle_rng.permutation(active_rows), batch_rows=tc.batch_rows, budget=budget):
             state, loss = step(state, batch)
             batch_losses.append(loss)
+        saving = checkpoints is not None and (epoch % tc.checkpoint_every == 0 or epoch == tc.max_epochs)
         # The whole state comes to the host only when it is checkpointed anyway.
-        host = jax.device_get(state if checkpoints is not None else TrainState(state.params, None, None))
+        host = jax.device_get(state if saving else TrainState(state.params, None, None))
         batch_losses, params = np.asarray(jax.device_get(batch_losses)), host.params
         _guard_divergence(batch_losses, host, epoch=epoch, first_step=first_step, checkpoints=checkpoints)
         train_loss = float(np.mean(batch_losses))
@@ -188,7 +189,10 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
             progress.since_best += 1
         progress.epoch = epoch
         progress.finished = progress.since_best >= tc.patience or epoch == tc.max_epochs
-        if checkpoints is not None:
+        if checkpoints is not None and (saving or progress.finished):
+            if not saving:  # early-stopped between checkpoints: fetch and check the whole state now
+                host = jax.device_get(state)
+                _guard_divergence(batch_losses, host, epoch=epoch, first_step=first_step, checkpoints=checkpoints)
             checkpoints.save(epoch, {"state": host, "best": progress.best_params},
                              progress.to_json(shuffle_rng, tc.seed))
     bar.close()

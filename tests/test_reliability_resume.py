@@ -21,7 +21,8 @@ from convae_jax.data.splits import holdout_interactions
 from convae_jax.train import fit
 
 # lr 5e-2 overfits the small data: validation RMSE is best at epoch 6 and patience 3 stops at 9.
-EARLY_STOPPING = ("train.learning_rate=5e-2", "train.max_epochs=12", "train.patience=3")
+# Checkpoints every 2 epochs (the kill test covers the default, every epoch).
+EARLY_STOPPING = ("train.learning_rate=5e-2", "train.max_epochs=12", "train.patience=3", "train.checkpoint_every=2")
 
 
 class Interrupt(Exception):
@@ -70,7 +71,10 @@ def test_reference_stops_early_with_patience_running(reference, config):
 
 def test_resume_is_bitwise_identical(tmp_path, split, config, reference):
     best = int(np.argmin([r.validation["rmse"] for r in reference.history])) + 1
-    crash_at = best + 2  # the last checkpoint is then epoch best + 1, patience counter at 1
+    crash_at = len(reference.history)  # crash in the epoch that early-stops ...
+    every = config.train.checkpoint_every
+    resume_from = (crash_at - 1) // every * every  # ... so the resume starts with patience running
+    assert resume_from > best
 
     def crash(record):
         if record.epoch == crash_at:
@@ -79,7 +83,7 @@ def test_resume_is_bitwise_identical(tmp_path, split, config, reference):
     with pytest.raises(Interrupt):
         fit(split[0], config, checkpoint_dir=tmp_path, on_epoch=crash)
     last = read_checkpoint(list_checkpoints(tmp_path)[0])
-    assert last.epoch == crash_at - 1 and last.loop["since_best"] == 1 and not last.loop["finished"]
+    assert last.epoch == resume_from and last.loop["since_best"] == resume_from - best and not last.loop["finished"]
 
     resumed = fit(split[0], config, checkpoint_dir=tmp_path, resume=True)
     assert_bitwise_equal(reference.params, resumed.params)
