@@ -122,9 +122,10 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
 
     With `checkpoint_dir`, a checkpoint (`convae_jax.checkpoint`) is written after every
     `train.checkpoint_every`-th epoch (default: every epoch) and after the last one, which is
-    marked finished; a directory that already holds checkpoints is refused unless `resume`. With `resume`, training continues from the newest readable checkpoint (from scratch
-    if none was written yet), restoring parameters, Adam state, step, the shuffling generator,
-    best-so-far and patience: on CPU the result is bit-for-bit that of an uninterrupted run.
+    marked finished; a directory that already holds checkpoints is refused unless `resume`.
+    With `resume`, training continues from the newest readable checkpoint (from scratch if none
+    was written yet), restoring parameters, Adam state, step, the shuffling generator, best-so-far
+    and patience: on CPU the result is bit-for-bit that of an uninterrupted run.
 
     Divergence guard: if the loss or a gradient becomes NaN or inf, `TrainingDiverged` names the
     first such step; no checkpoint is written for the failed epoch, so the last good one remains.
