@@ -60,7 +60,7 @@ def _cmd_recommend(args) -> int:
     for rank, row in enumerate(rows, start=1):
         why = row.pop("why")
         detail = "  ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in row.items())
-        print(f"{rank:3d}. {detail}\n     why: {why}")
+        print(f"{rank:3d}. {detail}  why: {why}")
     return 0
 
 

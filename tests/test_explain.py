@@ -88,9 +88,9 @@ def test_cli_recommend_gems_says_why_next_to_each_item(run_dir, capsys):
     capsys.readouterr()
     assert main(["recommend", "--workdir", str(run_dir), "--user", "5", "--mode", "gems", "-k", "4"]) == 0
     lines = capsys.readouterr().out.splitlines()[1:]
-    items = [int(re.search(r"item=(\S+)", line).group(1)) for line in lines[0::2]]
-    assert len(items) == 4 and all(line.lstrip().startswith("why: unlikely to be found alone") for line in lines[1::2])
-    percentiles = [float(re.search(r"consume_percentile=(\S+)", line).group(1)) for line in lines[0::2]]
+    items = [int(re.search(r"item=(\S+)", line).group(1)) for line in lines]
+    assert len(items) == 4 and all("  why: unlikely to be found alone" in line for line in lines)
+    percentiles = [float(re.search(r"consume_percentile=(\S+)", line).group(1)) for line in lines]
     assert all(p <= 50 for p in percentiles)  # the default cut keeps the bottom half, percentiles included
     scores = next(model.score_users([user], batch=1))
     seen = seen_mask([user], model.train, model.train.n_items)
