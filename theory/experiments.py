@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from theory import bounds as bounds_lib
 from theory import plots, reporting
+from theory.reporting import log_log_slope
 from theory.estimators import GlobalPopularity, ModelEstimator, PerUserEmpirical, mean_log_loss
 from theory.fitting import fit_to_draws, theory_config
 from theory.recovery import recovery_distances
@@ -57,14 +55,6 @@ def _fit(truth, n: int, seed: int, preset: Preset):
     start = time.perf_counter()
     model = fit_to_draws(fit_draws, heldout, config)
     return model, fit_draws, heldout, time.perf_counter() - start
-
-
-def log_log_slope(sizes, values) -> dict:
-    """OLS fit of log(value) on log(N) over every run; the slope's 95% t-interval."""
-    x, y = np.log(np.asarray(sizes, float)), np.log(np.asarray(values, float))
-    fit = stats.linregress(x, y)
-    half = stats.t.ppf(0.975, x.size - 2) * fit.stderr
-    return {"slope": fit.slope, "ci95": [fit.slope - half, fit.slope + half], "intercept": fit.intercept}
 
 
 def run_recovery(preset: Preset, *, log=print) -> dict:

@@ -7,6 +7,7 @@ import platform
 from importlib import metadata
 
 import numpy as np
+from scipy import stats
 
 from theory.bounds import FORMS, VARIANTS
 
@@ -27,6 +28,14 @@ def environment(*, command: str, wall_seconds: float) -> dict:
             "versions": versions, "wall_seconds": wall_seconds}
 
 
+def log_log_slope(sizes, values) -> dict:
+    """OLS fit of log(value) on log(N) over every run; the slope's 95% t-interval."""
+    x, y = np.log(np.asarray(sizes, float)), np.log(np.asarray(values, float))
+    fit = stats.linregress(x, y)
+    half = stats.t.ppf(0.975, x.size - 2) * fit.stderr
+    return {"slope": fit.slope, "ci95": [fit.slope - half, fit.slope + half], "intercept": fit.intercept}
+
+
 def _grouped(runs, value):
     """{N: (mean, std)} of value(run) over seeds."""
     by_n: dict[int, list[float]] = {}
@@ -39,7 +48,8 @@ def _header(result) -> str:
     env = result["environment"]
     return (f"Command: `{env['command']}` · {env['cpu']}, {env['cores']} cores · "
             + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
-            + f" · wall {env['wall_seconds'] / 60:.1f} min. Mean ± sd over seeds {result['preset']['seeds']}.\n\n")
+            + f" · wall {env['wall_seconds'] / 60:.1f} min. Mean ± sd over seeds "
+            + ", ".join(str(seed) for seed in result["preset"]["seeds"]) + ".\n\n")
 
 
 def recovery_markdown(result) -> str:
@@ -72,6 +82,14 @@ def bounds_markdown(result) -> str:
     for n in gap:
         lines.append(f"| {n} | {gap[n][0]:.4f} ± {gap[n][1]:.4f} | {excess[n][0]:.4f} | "
                      + " | ".join(f"{bound[c][n][0]:.3g}" for c in cols) + " |")
+    lines += ["", "Log-log slope against N over every run (OLS, 95% CI):", "", "| quantity | slope | 95% CI |", "|---|---:|---|"]
+    series = {"generalization gap": lambda r: r["measured"]["generalization_gap"],
+              "excess risk": lambda r: r["measured"]["excess_risk"],
+              **{f"{f} ({v})": (lambda r, v=v, f=f: r["bounds"][v][f]["bound"]) for v, f in cols}}
+    for name, value in series.items():
+        kept = [r for r in runs if value(r) > 0]
+        s = log_log_slope([r["n"] for r in kept], [value(r) for r in kept])
+        lines.append(f"| {name} | {s['slope']:.3f} | [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] |")
     lines += ["", "Bound / gap (mean over seeds):", "",
               "| N | " + " | ".join(f"{f} ({v})" for v, f in cols) + " |", "|---:|" + "---:|" * len(cols)]
     for n in gap:
