@@ -52,7 +52,7 @@ def make_loss_fn(*, model: Conv4Rec, config: Config, batch_rows: int):
     """`loss(params, batch, key) -> scalar`: batch-mean joint loss with input dropout, plus L2."""
     mc = config.model
     keep_prob = 1.0 - mc.input_dropout
-    penalised = set(weight_names(init_params(model, jax.random.key(0))))
+    penalised = set(weight_names(jax.eval_shape(lambda key: init_params(model, key), jax.random.key(0))))
 
     def loss_fn(params, batch: RowBatch, key):
         keep = jax.random.bernoulli(key, keep_prob, batch.count.shape).astype(jnp.float32)
