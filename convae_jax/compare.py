@@ -1,0 +1,538 @@
+"""The comparison harness of SPEC §5: Conv4Rec and its peers on the same splits, selected on the
+same validation data from grids of the same size, scored by the same protocol and metric code.
+
+Two tasks per dataset:
+- explicit (`EXPLICIT_SETTINGS`): rating metrics of held-out (user, item) pairs; the split is the
+  dataset's fixed one (Douban, Coat, ML-100K `u1`) or a seeded random 90/10 hold-out;
+- implicit (`IMPLICIT_USERS`): strong generalization (Liang et al. 2018). Peers see ratings
+  >= `CLICK_THRESHOLD` as clicks; Conv4Rec sees the full ratings (and, as a variant, the clicks).
+
+Selection: every model's grid point is chosen on validation data of seed 0 only (validation RMSE
+of a seeded 5% of the training pairs; validation users' NDCG@100), then the chosen point is run
+for every seed. Iterative models keep the epoch of best validation score and, at test time,
+read the whole training set as input; closed-form models are refit on the whole training set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from convae_jax import config as config_lib
+from convae_jax.data.interactions import Interactions
+from convae_jax.data.loaders import load_dataset
+from convae_jax.data.splits import UserSplit, holdout_interactions, holdout_users
+from convae_jax.evaluate import explicit_protocol, rating_protocol, strong_generalization_protocol
+from convae_jax.errors import ConvaeError
+from convae_jax.peers.autorec import AutoRecConfig, IAutoRec
+from convae_jax.peers.biases import UserItemBiases
+from convae_jax.peers.ease import EASE
+from convae_jax.peers.item_mean import ItemMeanShrunk
+from convae_jax.peers.mult_vae import MultVAE, MultVAEConfig
+from convae_jax.peers.popularity import Popularity
+from convae_jax.predict import FittedModel
+from convae_jax.rank import p_rating_at_least
+from convae_jax.train import fit
+
+RESULTS_DIR = Path("benchmarks/results/accuracy")
+EXPLICIT_SETTINGS = {"ml-100k": ("u1", "random-90/10"), "ml-latest-small": ("random-90/10",),
+                     "douban": ("fixed",), "coat": ("fixed",)}
+IMPLICIT_USERS = {"ml-100k": (100, 150), "ml-latest-small": (60, 100), "douban": (300, 300)}  # (validation, test) users held out
+# Mult-VAE/DAE and Cornac's VAECF: one grid point each, for compute: the notebook's defaults except
+# 100 epochs (not 200) and batches of 100 users (not 500, which gives a few hundred steps in all on
+# these small sets), the DAE's λ = 0.01 / batch as in the notebook, β annealed over 2000 steps.
+MULT_EPOCHS = 100
+CLICK_THRESHOLD = 3.5  # ratings >= this are clicks, as in the Mult-VAE notebook
+MIN_USER_CLICKS = 5  # the notebook's min_uc: users with fewer clicks are dropped from the implicit data
+VALIDATION_FRACTION = 0.05  # share of the training pairs that selects grid points and epochs (explicit task)
+SEEDS = (0, 1, 2)
+
+
+# --- splits ------------------------------------------------------------------------------------------
+
+
+def ml100k_u1(data: Interactions) -> tuple[Interactions, Interactions]:
+    """(u1.base, u1.test) rebuilt from `u.data`: GroupLens' `mku.sh` makes u1.test the first 20,000
+    lines of `u.data` (sorted, which changes no pair) and u1.base the other 80,000. Only `u.data`
+    ships here; this needs `data` in file order, as `load_dataset` returns it."""
+    if data.nnz != 100_000:
+        raise ConvaeError(f"u1 is defined on the 100,000 lines of ML-100K's u.data, got {data.nnz} interactions")
+    test = np.zeros(data.nnz, bool)
+    test[:20_000] = True
+    return data.subset(~test), data.subset(test)
+
+
+def explicit_split(dataset: str, protocol: str, data_dir, *, seed: int) -> tuple[Interactions, Interactions]:
+    """(train, test) of an explicit setting; `seed` only moves the random 90/10 split."""
+    loaded = load_dataset(dataset, data_dir)
+    if protocol == "fixed":
+        if loaded.test is None:
+            raise ConvaeError(f"{dataset} ships no fixed split")
+        return loaded.train, loaded.test
+    if protocol == "u1":
+        return ml100k_u1(loaded.train)
+    if protocol == "random-90/10":
+        return holdout_interactions(loaded.train, fraction=0.1, seed=seed)
+    raise ConvaeError(f"unknown explicit protocol {protocol!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class StrongSplit:
+    """Strong generalization on one dataset: `clicks` is the peers' split (UserSplit over ratings
+    >= CLICK_THRESHOLD); `ratings_train` and the `*_ratings_fold_in` sets give Conv4Rec the same
+    users with their full ratings (the targets are the same clicks)."""
+
+    clicks: UserSplit
+    ratings_train: Interactions
+    val_ratings_fold_in: Interactions
+    test_ratings_fold_in: Interactions
+
+
+def strong_split(data: Interactions, *, n_val_users: int, n_test_users: int, seed: int) -> StrongSplit:
+    """Clicks = ratings >= CLICK_THRESHOLD of users with >= MIN_USER_CLICKS clicks; whole users held
+    out and their clicks split 80/20 into fold-in and target (`holdout_users`). The full-rating view
+    keeps every rating of the training users, and of each held-out user every rating except the
+    target pairs, on items seen in the clicks' training part (as the notebook drops unseen items)."""
+    liked = data.ratings >= CLICK_THRESHOLD
+    per_user = np.bincount(data.user[liked], minlength=data.n_users)
+    clicks = data.subset(liked & (per_user[data.user] >= MIN_USER_CLICKS))
+    split = holdout_users(clicks, n_val_users=n_val_users, n_test_users=n_test_users, seed=seed)
+    held_out = np.union1d(np.unique(split.val_fold_in.user), np.unique(split.test_fold_in.user))
+    seen_items = np.zeros(data.n_items, bool)
+    seen_items[split.train.item] = True
+
+    def ratings_fold_in(fold_in: Interactions, target: Interactions) -> Interactions:
+        users = np.unique(np.concatenate([fold_in.user, target.user]))
+        is_target = np.isin(_pair_keys(data), _pair_keys(target))
+        return data.subset(np.isin(data.user, users) & seen_items[data.item] & ~is_target)
+
+    return StrongSplit(split, data.subset(~np.isin(data.user, held_out)),
+                       ratings_fold_in(split.val_fold_in, split.val_target),
+                       ratings_fold_in(split.test_fold_in, split.test_target))
+
+
+def as_clicks(data: Interactions) -> Interactions:
+    """The same interactions on a single channel (every interaction a click)."""
+    return dataclasses.replace(data, channel=np.zeros(data.nnz, np.int32), channel_values=(1.0,))
+
+
+def _pair_keys(data: Interactions) -> np.ndarray:
+    return data.user.astype(np.int64) * data.n_items + data.item
+
+
+# --- entrants ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Entrant:
+    """One model of a table: a name, its grid, and `run(split, point, seed) -> (validation score,
+    test metrics)`. Higher validation scores win (RMSE enters negated)."""
+
+    name: str
+    grid: tuple[dict, ...]
+    run: Callable
+    source: str  # whose code: "ours" or the third-party package and version
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplicitSplit:
+    train: Interactions  # everything a model may read at test time
+    fit_part: Interactions  # train minus validation: what weights are fitted on
+    validation: Interactions
+    test: Interactions
+
+
+def make_explicit_split(train: Interactions, test: Interactions, *, seed: int) -> ExplicitSplit:
+    fit_part, validation = holdout_interactions(train, fraction=VALIDATION_FRACTION, seed=seed + 7919)
+    return ExplicitSplit(train, fit_part, validation, test)
+
+
+def _closed_form(fit_fn) -> Callable:
+    """Run for a model without epochs: fit on fit_part for the validation score, refit on train."""
+    def run(split: ExplicitSplit, point: dict, seed: int):
+        score = -rating_protocol(fit_fn(split.fit_part, point, seed), split.validation)["rmse"]
+        return score, explicit_protocol(fit_fn(split.train, point, seed), split.train, split.test)
+    return run
+
+
+def _run_autorec(split: ExplicitSplit, point: dict, seed: int):
+    model = IAutoRec.fit(split.fit_part, validation=split.validation, input_data=split.train,
+                         config=AutoRecConfig(seed=seed, **point))
+    return -min(model.history), explicit_protocol(model, split.train, split.test)
+
+
+def conv4rec_config(preset: str, overrides=(), *, seed: int) -> config_lib.Config:
+    return getattr(config_lib, preset)().override(list(overrides) + [f"train.seed={seed}", "train.progress=False"])
+
+
+def _run_conv4rec_explicit(split: ExplicitSplit, point: dict, seed: int):
+    config = conv4rec_config(point["preset"], point.get("overrides", ()), seed=seed)
+    model = fit(split.fit_part, config, validation=split.validation)
+    best = min(r.validation["rmse"] for r in model.history)
+    reading_train = FittedModel(config, model.params, split.train, model.history)
+    metrics = explicit_protocol(reading_train, split.train, split.test, ks=(20,))
+    metrics["epochs"] = len(model.history)
+    return -best, metrics
+
+
+def _cornac_mf(train: Interactions, point: dict, seed: int):
+    import cornac
+
+    from convae_jax.peers.cornac_adapters import CornacRatingModel
+
+    model = cornac.models.MF(k=point["k"], max_iter=point["max_iter"], learning_rate=0.01,
+                             lambda_reg=point["lambda_reg"], use_bias=True, early_stop=False, verbose=False, seed=seed)
+    return CornacRatingModel.fit(model, train, seed=seed)
+
+
+def explicit_entrants(*, quick: bool) -> list[Entrant]:
+    """Rating models, each with a grid of at most three points (one in quick mode)."""
+    def grid(points):
+        return tuple(points[:1]) if quick else tuple(points)
+
+    autorec_epochs = {"max_epochs": 5, "patience": 5} if quick else {"max_epochs": 200, "patience": 15}
+    entrants = [
+        Entrant("item-mean", grid([{"shrinkage": 10.0}, {"shrinkage": 2.0}, {"shrinkage": 50.0}]),
+                _closed_form(lambda d, p, s: ItemMeanShrunk.fit(d, **p)), "ours"),
+        Entrant("user+item-biases", grid([{"reg": 10.0}, {"reg": 3.0}, {"reg": 25.0}]),
+                _closed_form(lambda d, p, s: UserItemBiases.fit(d, reg_user=p["reg"], reg_item=p["reg"])), "ours"),
+        Entrant("I-AutoRec", grid([{"l2": 100.0, **autorec_epochs}, {"l2": 30.0, **autorec_epochs},
+                                          {"l2": 300.0, **autorec_epochs}]), _run_autorec, "ours"),
+        Entrant("conv4rec", grid(CONV4REC_EXPLICIT_GRID if not quick else [{"preset": "testing"}]),
+                _run_conv4rec_explicit, "ours"),
+    ]
+    if _has_cornac():
+        mf = [{"k": 20, "max_iter": 100, "lambda_reg": 0.1}, {"k": 10, "max_iter": 100, "lambda_reg": 0.05},
+              {"k": 20, "max_iter": 100, "lambda_reg": 0.2}]
+        entrants.insert(2, Entrant("cornac-MF", grid(mf), _closed_form(_cornac_mf), f"cornac {_cornac_version()}"))
+    return entrants
+
+
+# Conv4Rec's explicit grid: one named preset of config.py, for compute (docs/results.md).
+CONV4REC_EXPLICIT_GRID = [{"preset": "ratings_fast"}]
+
+
+# --- implicit entrants -------------------------------------------------------------------------------
+
+
+def _ranking_run(fit_fn) -> Callable:
+    """Run for an implicit model that reads clicks: `fit_fn(split, point, seed) -> (model, val_score
+    or None)`; the model's `fold_in_scores(history)` scores held-out users from their fold-in
+    clicks, which are also the items excluded from the ranking."""
+    def run(split: StrongSplit, point: dict, seed: int):
+        model, val_score = fit_fn(split, point, seed)
+        c = split.clicks
+        if val_score is None:
+            val_score = strong_generalization_protocol(model.fold_in_scores(c.val_fold_in), fold_in=c.val_fold_in,
+                                                       target=c.val_target)["ndcg@100"]
+        test = strong_generalization_protocol(model.fold_in_scores(c.test_fold_in), fold_in=c.test_fold_in,
+                                              target=c.test_target)
+        return val_score, test
+    return run
+
+
+@dataclasses.dataclass(eq=False)
+class PopularityFoldIn:
+    """Popularity through the fold-in interface: every user gets the training counts."""
+
+    model: Popularity
+
+    def fold_in_scores(self, history: Interactions):
+        return self.model.consumption_scores(np.unique(history.user))
+
+
+@dataclasses.dataclass(eq=False)
+class Conv4RecFoldIn:
+    """A fitted Conv4Rec scoring held-out users through `FittedModel.fold_in`. `rank_by`:
+    `consume` = log P(i | u); `like` = log P(i | u) + log P(rating >= τ | u, i), the probability
+    that the next interaction is a click on i (only for a model trained on ratings)."""
+
+    model: FittedModel
+    rank_by: str = "consume"
+    _folded: dict = dataclasses.field(default_factory=dict)
+
+    def fold_in_scores(self, history: Interactions, *, rank_by: str | None = None):
+        rank_by = rank_by or self.rank_by
+        values = self.model.train.channel_values
+        if id(history) not in self._folded:  # one fold-in per history, whatever the ranking
+            clicks_only = values == (1.0,)  # trained on clicks: fold in on the same single channel
+            self._folded[id(history)] = (history, self.model.fold_in(as_clicks(history) if clicks_only else history))
+        for scores in self._folded[id(history)][1].score():
+            if rank_by == "consume":
+                yield scores.users, scores.log_p_consume
+            else:
+                liked = p_rating_at_least(scores.log_p_rating, values, CLICK_THRESHOLD)
+                yield scores.users, scores.log_p_consume + np.log(np.maximum(liked, 1e-30))
+
+
+def _run_conv4rec_ratings(split: StrongSplit, point: dict, seed: int):
+    """Conv4Rec trained on the full ratings, folded in from full ratings, ranked by `like`
+    (headline) and by `consume` (reported as consume/…), both from one training and one fold-in."""
+    config = conv4rec_config(point["preset"], point.get("overrides", ()), seed=seed)
+    model = Conv4RecFoldIn(fit(split.ratings_train, config), "like")
+    c = split.clicks
+    val_score = strong_generalization_protocol(model.fold_in_scores(split.val_ratings_fold_in),
+                                               fold_in=split.val_ratings_fold_in, target=c.val_target)["ndcg@100"]
+    test = strong_generalization_protocol(model.fold_in_scores(split.test_ratings_fold_in),
+                                          fold_in=split.test_ratings_fold_in, target=c.test_target)
+    consume = strong_generalization_protocol(model.fold_in_scores(split.test_ratings_fold_in, rank_by="consume"),
+                                             fold_in=split.test_ratings_fold_in, target=c.test_target)
+    test |= {f"consume/{k}": v for k, v in consume.items() if k != "n_users"}
+    return val_score, test
+
+
+def _fit_conv4rec_clicks(split: StrongSplit, point: dict, seed: int):
+    # One channel: no rating validation exists, so the epoch count is a grid dimension.
+    config = conv4rec_config(point["preset"], list(point.get("overrides", ())) + ["train.validation_fraction=0.0"],
+                             seed=seed)
+    return Conv4RecFoldIn(fit(as_clicks(split.clicks.train), config), "consume"), None
+
+
+def _fit_mult(variant: str):
+    def fit_fn(split: StrongSplit, point: dict, seed: int):
+        c = split.clicks
+        model = MultVAE.fit(c.train, val_fold_in=c.val_fold_in, val_target=c.val_target,
+                            config=MultVAEConfig(variant=variant, seed=seed, **point))
+        return model, max(model.history)
+    return fit_fn
+
+
+def _fit_cornac_implicit(kind: str):
+    def fit_fn(split: StrongSplit, point: dict, seed: int):
+        import cornac
+
+        from convae_jax.peers.cornac_adapters import CornacFoldIn
+
+        if kind == "ease":
+            # posB=False: Steck's EASE; Cornac's default (True) also zeroes the negative weights.
+            model = cornac.models.EASE(lamb=point["l2"], posB=False, verbose=False, seed=seed)
+        else:
+            model = cornac.models.VAECF(k=200, autoencoder_structure=[600], act_fn="tanh", likelihood="mult",
+                                        n_epochs=point["epochs"], batch_size=point.get("batch", 500), learning_rate=1e-3,
+                                        beta=point["beta"], seed=seed, verbose=False)
+        return CornacFoldIn.fit(model, split.clicks.train, seed=seed), None
+    return fit_fn
+
+
+def implicit_entrants(*, quick: bool) -> list[Entrant]:
+    """Strong-generalization models, each with a grid of at most three points (one in quick mode)."""
+    def grid(points):
+        return tuple(points[:1]) if quick else tuple(points)
+
+    short = {"epochs": 3} if quick else {"epochs": MULT_EPOCHS}
+    ease_grid = grid([{"l2": 200.0}, {"l2": 50.0}, {"l2": 1000.0}])
+    conv_clicks = [{"preset": "testing"}] if quick else CONV4REC_CLICKS_GRID
+    entrants = [
+        Entrant("popularity", ({},), _ranking_run(lambda s, p, seed: (PopularityFoldIn(Popularity.fit(s.clicks.train)), None)), "ours"),
+        Entrant("EASE", ease_grid, _ranking_run(lambda s, p, seed: (EASE.fit(s.clicks.train, **p), None)), "ours"),
+        Entrant("Mult-DAE", ({"l2": 0.01 / 100, "batch_users": 100, **short},), _ranking_run(_fit_mult("dae")), "ours"),
+        Entrant("Mult-VAE", ({"batch_users": 100, "total_anneal_steps": 2000, **short},), _ranking_run(_fit_mult("vae")),
+                "ours"),
+        Entrant("conv4rec (ratings)", grid(CONV4REC_RATINGS_GRID if not quick else [{"preset": "testing"}]),
+                _run_conv4rec_ratings, "ours"),
+        Entrant("conv4rec user rows (ratings)", grid(CONV4REC_USER_ROWS_GRID if not quick else
+                                                     [{"preset": "testing", "overrides": ("model.orientation='user'",)}]),
+                _run_conv4rec_ratings, "ours"),
+        Entrant("conv4rec (clicks)", grid(conv_clicks), _ranking_run(_fit_conv4rec_clicks), "ours"),
+    ]
+    if _has_cornac():
+        version = f"cornac {_cornac_version()}"
+        entrants.insert(2, Entrant("cornac-EASE", ease_grid, _ranking_run(_fit_cornac_implicit("ease")), version))
+        vaecf = ({"beta": 0.2, "epochs": 3 if quick else MULT_EPOCHS, "batch": 100},)
+        entrants.insert(5, Entrant("cornac-VAECF", vaecf, _ranking_run(_fit_cornac_implicit("vaecf")), version))
+    return entrants
+
+
+# Conv4Rec's points are named presets of config.py; one each, for compute (docs/results.md).
+CONV4REC_RATINGS_GRID = [{"preset": "ratings_fast"}]
+CONV4REC_USER_ROWS_GRID = [{"preset": "ratings_fast", "overrides": ("model.orientation='user'",)}]
+CONV4REC_CLICKS_GRID = [{"preset": "clicks_fast"}]
+
+
+# --- the run -----------------------------------------------------------------------------------------
+
+
+def compare(dataset: str, data_dir, *, quick: bool = False, out_dir=RESULTS_DIR, seeds=SEEDS,
+            models: tuple[str, ...] | None = None, tasks: tuple[str, ...] | None = None, log=print) -> dict:
+    """Runs every task of `dataset` (explicit settings, then strong generalization where listed)
+    for every entrant and seed; writes `<dataset>.json` after each run (so a partial table
+    survives), then `<dataset>.md` and `<dataset>.png`. `models` restricts to the named entrants
+    (their results are merged into an existing JSON); `tasks` likewise restricts to the named tasks
+    (e.g. "explicit/u1", "implicit/strong-generalization"). Returns the JSON document."""
+    if dataset not in EXPLICIT_SETTINGS:
+        raise ConvaeError(f"no comparison is defined for {dataset!r}; expected one of {sorted(EXPLICIT_SETTINGS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seeds = tuple(seeds[:1]) if quick else tuple(seeds)
+    path = out_dir / f"{dataset}.json"
+    if path.exists() and not (models or tasks):
+        path.unlink()  # a full run starts a fresh table
+    env = environment()
+    all_tasks = [(f"explicit/{p}", p) for p in EXPLICIT_SETTINGS[dataset]]
+    if dataset in IMPLICIT_USERS:
+        all_tasks.append(("implicit/strong-generalization", None))
+    for task, protocol in all_tasks:
+        if tasks and task not in tasks:
+            continue
+        entrants = explicit_entrants(quick=quick) if protocol else implicit_entrants(quick=quick)
+        for entrant in entrants:
+            if models and entrant.name not in models:
+                continue
+            record = {"source": entrant.source, "grid": list(entrant.grid), "runs": [], "environment": env}
+            point = None
+            for seed in seeds:
+                split = _task_split(dataset, protocol, data_dir, seed=seed, quick=quick)
+                if point is None:  # select on seed 0's validation data
+                    scores = []
+                    for candidate in entrant.grid:
+                        start = time.perf_counter()
+                        score, test = entrant.run(split, candidate, seed)
+                        scores.append(score)
+                        record["runs"].append(_run_record(seed, candidate, score, test, start, selected=False))
+                        log(f"{dataset} {task} {entrant.name} seed {seed} {candidate}: validation {score:.4f}")
+                    best = int(np.argmax(scores))
+                    point = entrant.grid[best]
+                    record["runs"][len(record["runs"]) - len(scores) + best]["selected"] = True
+                else:
+                    start = time.perf_counter()
+                    score, test = entrant.run(split, point, seed)
+                    record["runs"].append(_run_record(seed, point, score, test, start, selected=True))
+                record["selected_point"] = point
+                record["summary"] = summarise([r["test"] for r in record["runs"] if r["selected"]])
+                doc = save_record(path, task, entrant.name, record, dataset=dataset, quick=quick, seeds=seeds)
+                log(f"{dataset} {task} {entrant.name} seed {seed}: {record['runs'][-1]['test']}")
+    doc = json.loads(path.read_text())
+    (out_dir / f"{dataset}.md").write_text(markdown_tables(doc))
+    plot(doc, out_dir / f"{dataset}.png")
+    return doc
+
+
+def save_record(path: Path, task: str, name: str, record: dict, *, dataset: str, quick: bool, seeds) -> dict:
+    """Merges one entrant's record into the JSON at `path` (re-read first, so that runs of
+    different entrants in parallel processes keep each other's results) and replaces it atomically."""
+    doc = json.loads(path.read_text()) if path.exists() else {"tables": {}}
+    doc |= {"dataset": dataset, "quick": quick, "seeds": list(seeds)}
+    doc["tables"].setdefault(task, {})[name] = record
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2, default=_plain))
+    os.replace(tmp, path)
+    return doc
+
+
+def _task_split(dataset, protocol, data_dir, *, seed: int, quick: bool):
+    if protocol:
+        return make_explicit_split(*explicit_split(dataset, protocol, data_dir, seed=seed), seed=seed)
+    data = load_dataset(dataset, data_dir).train
+    n_val, n_test = IMPLICIT_USERS[dataset]
+    if quick:
+        n_val, n_test = min(n_val, 30), min(n_test, 30)
+    return strong_split(data, n_val_users=n_val, n_test_users=n_test, seed=seed)
+
+
+def _run_record(seed, point, score, test, start, *, selected):
+    return {"seed": seed, "point": point, "validation": float(score), "test": test, "selected": selected,
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
+def summarise(results: list[dict]) -> dict:
+    """mean, std (ddof = 1; 0 for one run) and n of every numeric metric over seeds."""
+    keys = [k for k in results[0] if isinstance(results[0][k], (int, float)) and k not in ("n", "n_users")]
+    out = {}
+    for key in keys:
+        values = np.array([r[key] for r in results], np.float64)
+        out[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+                    "n": int(values.size)}
+    return out
+
+
+MAIN_METRICS = {"explicit": ("rmse", "mae", "nll", "accuracy", "ece", "recall@20"),
+                "implicit": ("recall@20", "recall@50", "ndcg@100")}
+
+
+def markdown_tables(doc: dict) -> str:
+    """One markdown table per task: mean ± std over seeds of each main metric."""
+    envs = [r["environment"] for table in doc["tables"].values() for r in table.values()]
+    commands = sorted({e["command"] for e in envs})
+    lines = [f"# {doc['dataset']}{' (quick)' if doc.get('quick') else ''}", "",
+             f"Seeds: {doc['seeds']}; mean ± std (ddof 1) over seeds. Machine: {envs[0]['cpu']} ({envs[0]['cores']} cores); "
+             f"versions: {envs[0]['versions']}. Commands: " + "; ".join(f"`{c}`" for c in commands) + ".", ""]
+    for task, table in doc["tables"].items():
+        metrics = MAIN_METRICS[task.split("/")[0]]
+        lines += [f"## {task}", "", "| model | source | " + " | ".join(metrics) + " | selected point |",
+                  "|---|---|" + "---|" * len(metrics) + "---|"]
+        for name, record in table.items():
+            summary = record.get("summary", {})
+            cells = [f"{summary[m]['mean']:.4f} ± {summary[m]['std']:.4f}" if m in summary else "–" for m in metrics]
+            lines.append(f"| {name} | {record['source']} | " + " | ".join(cells)
+                         + f" | `{json.dumps(record.get('selected_point'))}` |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(doc: dict, path) -> None:
+    """One bar chart per task of its headline metric (RMSE or NDCG@100), mean ± std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(doc["tables"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        metric = "rmse" if task.startswith("explicit") else "ndcg@100"
+        names = [n for n, r in doc["tables"][task].items() if metric in r.get("summary", {})]
+        means = [doc["tables"][task][n]["summary"][metric]["mean"] for n in names]
+        stds = [doc["tables"][task][n]["summary"][metric]["std"] for n in names]
+        ax.barh(names, means, xerr=stds, color="tab:blue")
+        ax.set_title(f"{doc['dataset']} {task}", fontsize=9)
+        ax.set_xlabel(metric)
+        if means:
+            ax.set_xlim(min(means) * 0.95 if metric == "rmse" else 0, max(means) * 1.05)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def environment() -> dict:
+    """Command, machine and versions, recorded with every result."""
+    import flax
+    import jax
+
+    cpu = platform.processor() or "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
+                "numpy": np.__version__}
+    if _has_cornac():
+        versions["cornac"] = _cornac_version()
+    return {"command": " ".join(shlex.quote(a) for a in ["convae"] + sys.argv[1:]), "cpu": cpu,
+            "cores": os.cpu_count(), "versions": versions, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _has_cornac() -> bool:
+    try:
+        import cornac  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _cornac_version() -> str:
+    import cornac
+
+    return cornac.__version__
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else str(value)

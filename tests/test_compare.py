@@ -1,0 +1,84 @@
+"""The comparison harness: splits, selection bookkeeping, tables, and the CLI end to end."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import dataset_dir
+from convae_jax import cli
+from convae_jax.compare import CLICK_THRESHOLD, MIN_USER_CLICKS, markdown_tables, ml100k_u1, strong_split, summarise
+from convae_jax.data import Interactions, load_dataset
+from convae_jax.errors import ConvaeError
+
+
+def _keys(data):
+    return set(zip(data.user.tolist(), data.item.tolist()))
+
+
+def test_u1_is_the_first_20000_lines_of_u_data():
+    rng = np.random.default_rng(0)
+    n = 100_000
+    data = Interactions.build(rng.integers(0, 900, n), rng.integers(0, 1600, n), rng.integers(0, 5, n),
+                              n_users=900, n_items=1600, channel_values=(1, 2, 3, 4, 5))
+    base, test = ml100k_u1(data)
+    assert (base.nnz, test.nnz) == (80_000, 20_000)
+    np.testing.assert_array_equal(test.user, data.user[:20_000])
+    np.testing.assert_array_equal(base.item, data.item[20_000:])
+    with pytest.raises(ConvaeError, match="100,000"):
+        ml100k_u1(data.subset(np.arange(10)))
+
+
+def test_u1_on_the_real_file_matches_u_data_line_order():
+    path = dataset_dir("ml-100k")
+    base, test = ml100k_u1(load_dataset("ml-100k", path).train)
+    raw = np.loadtxt(path / "u.data", dtype=np.int64, max_rows=20_000)
+    np.testing.assert_array_equal(test.user_ids[test.user], raw[:, 0])
+    np.testing.assert_array_equal(test.item_ids[test.item], raw[:, 1])
+    np.testing.assert_array_equal(test.ratings, raw[:, 2])
+    assert not _keys(base) & _keys(test)
+
+
+def test_strong_split_targets_are_clicks_and_conv4rec_never_sees_them(small_data):
+    split = strong_split(small_data, n_val_users=8, n_test_users=8, seed=0)
+    c = split.clicks
+    for part in (c.train, c.val_fold_in, c.val_target, c.test_target):
+        assert part.nnz and np.all(part.ratings >= CLICK_THRESHOLD)
+    held = set(c.val_fold_in.user) | set(c.val_target.user) | set(c.test_fold_in.user) | set(c.test_target.user)
+    assert not held & set(split.ratings_train.user)
+    assert set(c.train.user) <= set(split.ratings_train.user)
+    for fold_in, target in ((split.val_ratings_fold_in, c.val_target), (split.test_ratings_fold_in, c.test_target)):
+        assert not _keys(fold_in) & _keys(target)
+        assert _keys(fold_in) > _keys(c.test_fold_in if fold_in is split.test_ratings_fold_in else c.val_fold_in)
+        assert np.any(fold_in.ratings < CLICK_THRESHOLD)  # the low ratings are Conv4Rec's extra input
+    clicks_per_user = np.bincount(small_data.user[small_data.ratings >= CLICK_THRESHOLD], minlength=small_data.n_users)
+    kept = set(c.train.user) | held
+    assert all(clicks_per_user[u] >= MIN_USER_CLICKS for u in kept)
+
+
+def test_summarise_and_markdown():
+    results = [{"rmse": 0.9, "n": 5}, {"rmse": 1.1, "n": 5}, {"rmse": 1.0, "n": 5}]
+    summary = summarise(results)
+    assert set(summary) == {"rmse"}
+    np.testing.assert_allclose([summary["rmse"]["mean"], summary["rmse"]["std"]], [1.0, 0.1])
+    env = {"command": "convae compare --dataset x", "cpu": "cpu", "cores": 2, "versions": {}}
+    doc = {"dataset": "x", "seeds": [0, 1, 2], "tables": {"explicit/fixed": {
+        "m": {"source": "ours", "summary": summary, "selected_point": {"a": 1}, "environment": env}}}}
+    table = markdown_tables(doc)
+    assert "| m | ours | 1.0000 ± 0.1000 |" in table and "`convae compare --dataset x`" in table
+
+
+def test_cli_compare_quick_writes_json_table_and_plot(tmp_path, capsys):
+    data_dir = dataset_dir("coat")
+    rc = cli.main(["compare", "--dataset", "coat", "--quick", "--data-dir", str(data_dir), "--out", str(tmp_path),
+                   "--models", "item-mean,user+item-biases"])
+    assert rc == 0
+    doc = json.loads((tmp_path / "coat.json").read_text())
+    table = doc["tables"]["explicit/fixed"]
+    assert set(table) == {"item-mean", "user+item-biases"}
+    for record in table.values():
+        assert record["summary"]["rmse"]["n"] == 1
+        assert 0.8 < record["summary"]["rmse"]["mean"] < 1.6  # Coat's random-exposure ratings, 1..5 stars
+        assert sum(r["selected"] for r in record["runs"]) == 1
+    assert "item-mean" in (tmp_path / "coat.md").read_text()
+    assert (tmp_path / "coat.png").stat().st_size > 1000
