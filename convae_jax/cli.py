@@ -83,8 +83,12 @@ def _cmd_theory(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from convae_jax.compare import RESULTS_DIR, compare
+    from convae_jax.compare import RESULTS_DIR, compare, write_report
 
+    if args.report_only:
+        write_report(args.dataset, args.out or RESULTS_DIR)
+        print(f"results: {(args.out or RESULTS_DIR) / args.dataset}.md, .png")
+        return 0
     data_dir = args.data_dir or Path("..") / "shared" / "data" / args.dataset
     models = tuple(args.models.split(",")) if args.models else None
     tasks = tuple(args.tasks.split(",")) if args.tasks else None
@@ -143,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", type=Path, help="results folder (default: benchmarks/results/accuracy)")
     compare.add_argument("--models", help="comma-separated model names to (re)run, merged into the existing JSON")
     compare.add_argument("--tasks", help="comma-separated tasks to (re)run, e.g. explicit/u1,implicit/strong-generalization")
+    compare.add_argument("--report-only", action="store_true", help="only rewrite the .md and .png from the JSON")
     compare.set_defaults(run=_cmd_compare)
     return parser
 

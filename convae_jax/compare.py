@@ -410,7 +410,13 @@ def compare(dataset: str, data_dir, *, quick: bool = False, out_dir=RESULTS_DIR,
                 record["summary"] = summarise([r["test"] for r in record["runs"] if r["selected"]])
                 doc = save_record(path, task, entrant.name, record, dataset=dataset, quick=quick, seeds=seeds)
                 log(f"{dataset} {task} {entrant.name} seed {seed}: {record['runs'][-1]['test']}")
-    doc = json.loads(path.read_text())
+    return write_report(dataset, out_dir)
+
+
+def write_report(dataset: str, out_dir=RESULTS_DIR) -> dict:
+    """`<dataset>.md` and `<dataset>.png` from `<dataset>.json` (whatever parts of it exist)."""
+    out_dir = Path(out_dir)
+    doc = json.loads((out_dir / f"{dataset}.json").read_text())
     (out_dir / f"{dataset}.md").write_text(markdown_tables(doc))
     plot(doc, out_dir / f"{dataset}.png")
     return doc
