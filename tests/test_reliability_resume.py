@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
@@ -16,8 +17,9 @@ from convae_jax import config as config_lib
 from convae_jax.checkpoint import list_checkpoints, read_checkpoint
 from convae_jax.cli import main
 from convae_jax.errors import CheckpointError, TrainingDiverged
-from convae_jax.evaluate import explicit_protocol
 from convae_jax.data.splits import holdout_interactions
+from convae_jax.evaluate import explicit_protocol
+from convae_jax.experiment import resume_run
 from convae_jax.train import fit
 
 # lr 5e-2 overfits the small data: validation RMSE is best at epoch 6 and patience 3 stops at 9.
@@ -30,8 +32,6 @@ class Interrupt(Exception):
 
 
 def leaves(params) -> dict:
-    import jax
-
     return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
 
 
@@ -145,7 +145,5 @@ def test_huge_learning_rate_stops_with_the_step_and_keeps_the_last_good_checkpoi
     assert not (run_dir / "model").exists()
 
     with pytest.raises(TrainingDiverged) as resumed:
-        from convae_jax.experiment import resume_run
-
         resume_run(run_dir)
     assert resumed.value.step == step and resumed.value.checkpoint == kept[0]
