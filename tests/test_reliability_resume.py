@@ -147,3 +147,13 @@ def test_huge_learning_rate_stops_with_the_step_and_keeps_the_last_good_checkpoi
     with pytest.raises(TrainingDiverged) as resumed:
         resume_run(run_dir)
     assert resumed.value.step == step and resumed.value.checkpoint == kept[0]
+
+
+def test_cli_refuses_to_overwrite_a_run_or_to_change_it_on_resume(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints" / "epoch-000001").mkdir(parents=True)
+    assert main(["train", "--preset", "testing", "--workdir", str(run_dir)]) == 2
+    assert "already holds a run; continue it with --resume" in capsys.readouterr().err
+    assert not (run_dir / "run.json").exists()
+    assert main(["train", "--resume", str(run_dir), "--set", "train.seed=3"]) == 2
+    assert "drop --workdir, --set and --data-dir" in capsys.readouterr().err
