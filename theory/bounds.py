@@ -24,10 +24,10 @@ Each bound is the uniform-convergence form (Mohri, Rostamizadeh & Talwalkar 2018
 scaled to [0, b]): with probability ≥ 1 − δ,
     R(f) − R̂(f) ≤ 2 ℜ̂_N(ℓ∘F) + 3 b √(ln(2/δ) / (2N)),
 with the empirical Rademacher complexity ℜ̂_N bounded in one of three published ways:
-- `spectral` (Bartlett, Foster & Telgarsky 2017, Thm 3.3 and Lemma A.5 (Dudley)):
+- `spectral` (Bartlett, Foster & Telgarsky 2017: their Thm 3.3 covering bound, and Dudley's integral):
     ln 𝒩(F|S, ε, ‖·‖_F) ≤ ‖X‖_F² ln(2W²) R_A² / ε²,
     R_A = Π_l ρ_l s_l · (Σ_l (a_l / s_l)^{2/3})^{3/2},  s_l = ‖M̃_l‖_σ,  a_l = ‖(M̃_l − M̃_l⁰)ᵀ‖_{2,1},
-  and Dudley's integral from α = b/N to b√N (their Lemma A.9 takes α = 1/n for a [0, 1] loss)
+  and Dudley's integral from α = b/N to b√N (the α = 1/n their proof takes for a [0, 1] loss, rescaled)
   gives, with κ = √2 ‖X‖_F √(ln 2W²) R_A (the √2 of the loss),
     ℜ̂_N ≤ 4b / N^{3/2} + 18 κ ln(N) / N.
 - `frobenius` (Golowich, Rakhlin & Shamir 2018, Thm 1, scalar outputs, positive-homogeneous
@@ -35,7 +35,7 @@ with the empirical Rademacher complexity ℜ̂_N bounded in one of three publish
     ℜ̂_N ≤ (√(2 D ln 2) + 1) Π_l ‖M̃_l‖_F ‖X‖_F / N  per output coordinate; the K outputs enter
   through Maurer's (2016) vector contraction, which costs √2·√K:
     ℜ̂_N(ℓ∘F) ≤ √2 · √K · (√(2 D ln 2) + 1) Π_l ‖M̃_l‖_F ‖X‖_F / N.
-- `parameter_count` (covering by counting parameters; e.g. Anthony & Bartlett 1999, ch. 14):
+- `parameter_count` (a covering bound that counts parameters, in the manner of Anthony & Bartlett 1999):
   layer l has p_l free parameters within Frobenius distance r_l of initialisation; a cover of
   each at scale ε_l perturbs F(X) by at most e ‖X‖_F Π s Σ_l ε_l / s_l (the telescoping of
   Neyshabur et al. 2018, Lemma 2, for perturbations under s_l / D), so
@@ -228,8 +228,10 @@ def initial_params(model: FittedModel):
 
 def model_bounds(model: FittedModel, params0=None) -> dict:
     """Every quantity and bound of one trained user-row model, in both variants."""
-    if model.orientation != "user" or model.config.model.decoder_activation != "identity":
-        raise ValueError("bounds are derived for user rows with an identity decoder activation")
+    mc = model.config.model
+    if mc.orientation != "user" or mc.decoder_activation != "identity" or mc.encoder_activation not in ("relu", "identity"):
+        raise ValueError("bounds are derived for user rows, a ReLU or identity encoder and an identity decoder activation "
+                         f"(got {mc.orientation!r}, {mc.encoder_activation!r}, {mc.decoder_activation!r})")
     params0 = initial_params(model) if params0 is None else params0
     inputs = input_norms(model.train)
     _, residual = output_bias_into_decoder(model.params)
