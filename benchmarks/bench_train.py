@@ -351,7 +351,7 @@ def run_cell(spec: BenchSpec, *, memory: bool = True, log=print) -> dict:
     reference_top = results[REFERENCE]["top"]
     for name in order:
         r = results[name]
-        top = r.pop("top") if name != REFERENCE else reference_top
+        top = r.pop("top")
         r["top_k_overlap_with_reference"] = float(np.mean([len(set(a) & set(b)) / spec.top_k
                                                            for a, b in zip(top, reference_top)]))
         median = float(np.median(r["epoch_seconds"]))

@@ -21,7 +21,7 @@ def markdown(records: list[dict]) -> str:
              f"Machine: {first['machine']['cpu']}, {first['machine']['cores']} cores"
              + (f", GPU {first['machine']['gpu']}" if "gpu" in first["machine"] else "") + ".  ",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in first["versions"].items()) + ".  ",
-             f"Command: `{first['command']}`", ""]
+             f"Command: `{first['command']}`", "", summary(records), ""]
     for r in records:
         spec, data, floor = r["spec"], r["data"], r["floor"]
         load = r["load_average_1min"]
@@ -48,6 +48,22 @@ def markdown(records: list[dict]) -> str:
                          f"{100 * v['final_loss_rel_diff']:.2f}%{'' if v['loss_matches_reference'] else ' ✗'} | "
                          f"{memory} | {v['infer_seconds']:.2f} | {v['top_k_overlap_with_reference']:.3f} |")
         lines.append("")
+    return "\n".join(lines)
+
+
+def summary(records: list[dict]) -> str:
+    """Per (shape, batch): each torch variant's time over the best JAX variant's (> 1: JAX faster)."""
+    lines = ["| shape | batch | best JAX | s/epoch | × floor | torch variant: its time / best JAX time | load (1 min) |",
+             "| --- | ---: | --- | ---: | ---: | --- | --- |"]
+    for r in records:
+        v = r["variants"]
+        best = min((n for n in v if n.startswith("jax")), key=lambda n: v[n]["seconds_per_epoch"])
+        ratios = ", ".join(f"{n} {v[n]['seconds_per_epoch'] / v[best]['seconds_per_epoch']:.2f}"
+                           for n in v if n.startswith("torch"))
+        load = r["load_average_1min"]
+        lines.append(f"| {r['spec']['shape']} | {r['spec']['batch_rows']} | {best} | "
+                     f"{v[best]['seconds_per_epoch']:.2f}{' (projected)' if r['spec']['max_steps'] else ''} | "
+                     f"{v[best]['times_floor']:.1f} | {ratios} | {load['min']:.1f}–{load['max']:.1f} |")
     return "\n".join(lines)
 
 
