@@ -69,15 +69,22 @@ def measure_matmul_flops(*, m: int, k: int, n: int, dtype: str = "float32", devi
 
 
 def measure_bandwidth(*, megabytes: int = 256, repeats: int = 5) -> float:
-    """Memory bandwidth (bytes/s): a jitted in-place-sized triad y = a + s·b over `megabytes` per
-    array, counting 3 arrays moved, median of `repeats`."""
+    """Memory bandwidth (bytes/s): a jitted triad a <- a + s·b over `megabytes` per array with `a`
+    donated, so it runs in place (a fresh output would also time the kernel's first-touch page
+    faults); counts 3 arrays moved; median of `repeats`."""
     import jax
     import jax.numpy as jnp
 
     size = megabytes * 2**20 // 4
-    a, b = jnp.ones(size, jnp.float32), jnp.full(size, 2.0, jnp.float32)
-    triad = jax.jit(lambda a, b: a + 1.0001 * b)
-    return 3 * 4.0 * size / _median_seconds(lambda: triad(a, b).block_until_ready(), repeats)
+    state = {"a": jnp.ones(size, jnp.float32)}
+    b = jnp.full(size, 2.0, jnp.float32)
+    triad = jax.jit(lambda a, b: a + 1e-7 * b, donate_argnums=0)
+
+    def run():
+        state["a"] = triad(state["a"], b)
+        state["a"].block_until_ready()
+
+    return 3 * 4.0 * size / _median_seconds(run, repeats)
 
 
 def _median_seconds(fn, repeats: int) -> float:
