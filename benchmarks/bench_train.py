@@ -384,7 +384,7 @@ def run_cell(spec: BenchSpec, *, memory: bool = True, log=print) -> dict:
         r["times_floor"] = r["seconds_per_epoch"] / floor.seconds
     return {
         "spec": dataclasses.asdict(spec),
-        "command": " ".join(sys.argv),
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),  # the program name, not its install path
         "machine": machine_info(spec.device),
         "versions": versions(),
         "load_average_1min": {"min": min(load), "median": float(np.median(load)), "max": max(load)},
