@@ -473,12 +473,13 @@ def markdown_tables(doc: dict) -> str:
              f"versions: {envs[0]['versions']}. Commands: " + "; ".join(f"`{c}`" for c in commands) + ".", ""]
     for task, table in doc["tables"].items():
         metrics = MAIN_METRICS[task.split("/")[0]]
-        lines += [f"## {task}", "", "| model | source | " + " | ".join(metrics) + " | selected point |",
-                  "|---|---|" + "---|" * len(metrics) + "---|"]
+        lines += [f"## {task}", "", "| model | source | seeds | " + " | ".join(metrics) + " | selected point |",
+                  "|---|---|---|" + "---|" * len(metrics) + "---|"]
         for name, record in table.items():
             summary = record.get("summary", {})
             cells = [f"{summary[m]['mean']:.4f} ± {summary[m]['std']:.4f}" if m in summary else "–" for m in metrics]
-            lines.append(f"| {name} | {record['source']} | " + " | ".join(cells)
+            seeds = next(iter(summary.values()))["n"] if summary else 0
+            lines.append(f"| {name} | {record['source']} | {seeds} | " + " | ".join(cells)
                          + f" | `{json.dumps(record.get('selected_point'))}` |")
         lines.append("")
     return "\n".join(lines)

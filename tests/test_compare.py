@@ -65,7 +65,7 @@ def test_summarise_and_markdown():
     doc = {"dataset": "x", "seeds": [0, 1, 2], "tables": {"explicit/fixed": {
         "m": {"source": "ours", "summary": summary, "selected_point": {"a": 1}, "environment": env}}}}
     table = markdown_tables(doc)
-    assert "| m | ours | 1.0000 ± 0.1000 |" in table and "`convae compare --dataset x`" in table
+    assert "| m | ours | 3 | 1.0000 ± 0.1000 |" in table and "`convae compare --dataset x`" in table
 
 
 def test_cli_compare_quick_writes_json_table_and_plot(tmp_path, capsys):
