@@ -26,9 +26,10 @@ def total_variation(log_p, log_q, *, axis=-1) -> np.ndarray:
 
 
 def kl_divergence(log_p, log_q, *, axis=-1) -> np.ndarray:
-    """Σ p (log p − log q) over `axis`; cells with p = 0 contribute 0."""
+    """Σ p (log p − log q) over `axis`; cells with p = 0 contribute 0. Clipped at 0: for nearly
+    equal distributions rounding can leave a sum of order −1e-26, which would break sqrt(KL/2)."""
     p = np.exp(log_p)
-    return np.sum(p * np.where(p > 0, log_p - log_q, 0.0), axis=axis)
+    return np.maximum(np.sum(p * np.where(p > 0, log_p - log_q, 0.0), axis=axis), 0.0)
 
 
 def user_distances(log_p, log_q) -> dict[str, np.ndarray]:
