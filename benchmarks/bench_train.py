@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from convae_jax.machine import cpu_model
+
 VARIANTS = {
     # name: (framework, flavour, precision, compiled)
     "jax-fp32": ("jax", None, "float32", True),
@@ -404,13 +406,7 @@ def _record_inference(record: dict, variant, params) -> None:
 
 
 def machine_info(device: str) -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
     if device == "gpu":
         import torch
         info["gpu"] = torch.cuda.get_device_name()

@@ -24,6 +24,7 @@ import numpy as np
 from convae_jax import config as config_lib
 from convae_jax.data import holdout_interactions, load_dataset
 from convae_jax.evaluate import explicit_protocol, rating_protocol
+from convae_jax.machine import cpu_model
 from convae_jax.peers import Popularity, UserItemBiases
 from convae_jax.train import fit
 
@@ -32,10 +33,7 @@ BIAS_REGS = (1.0, 3.0, 10.0, 30.0)
 
 
 def machine() -> dict:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
             "numpy": np.__version__, "device": str(jax.devices()[0])}
 
 

@@ -33,6 +33,7 @@ from convae_jax.data.loaders import load_dataset
 from convae_jax.data.splits import UserSplit, holdout_interactions, holdout_users
 from convae_jax.evaluate import explicit_protocol, rating_protocol, strong_generalization_protocol
 from convae_jax.errors import ConvaeError
+from convae_jax.machine import cpu_model
 from convae_jax.peers.autorec import AutoRecConfig, IAutoRec
 from convae_jax.peers.biases import UserItemBiases
 from convae_jax.peers.ease import EASE
@@ -408,7 +409,7 @@ def compare(dataset: str, data_dir, *, quick: bool = False, out_dir=RESULTS_DIR,
                     record["runs"].append(_run_record(seed, point, score, test, start, selected=True))
                 record["selected_point"] = point
                 record["summary"] = summarise([r["test"] for r in record["runs"] if r["selected"]])
-                doc = save_record(path, task, entrant.name, record, dataset=dataset, quick=quick, seeds=seeds)
+                save_record(path, task, entrant.name, record, dataset=dataset, quick=quick, seeds=seeds)
                 log(f"{dataset} {task} {entrant.name} seed {seed}: {record['runs'][-1]['test']}")
     return write_report(dataset, out_dir)
 
@@ -514,11 +515,7 @@ def environment() -> dict:
     import flax
     import jax
 
-    cpu = platform.processor() or "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     versions = {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
                 "numpy": np.__version__}
     if _has_cornac():

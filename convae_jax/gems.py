@@ -23,6 +23,7 @@ from convae_jax import config as config_lib
 from convae_jax.data.interactions import Interactions
 from convae_jax.data.loaders import load_dataset
 from convae_jax.experiment import _selected_epoch
+from convae_jax.machine import cpu_model
 from convae_jax.metrics import mae, rating_metrics, rmse, top_k
 from convae_jax.peers.item_mean import ItemMeanShrunk
 from convae_jax.peers.mf import select_biased_mf
@@ -349,10 +350,7 @@ def _means(precision, recall) -> dict:
 def _machine() -> dict:
     import jax
 
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-             if line.startswith("model name")]
-    return {"cpu": names[0] if names else platform.processor(), "cores": os.cpu_count(), "platform": platform.platform(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
             "versions": {"python": platform.python_version(), "jax": jax.__version__, "numpy": np.__version__}}
 
 

@@ -9,6 +9,7 @@ from importlib import metadata
 import numpy as np
 from scipy import stats
 
+from convae_jax.machine import cpu_model
 from theory.bounds import FORMS, VARIANTS
 
 ESTIMATOR_LABELS = {"model": "Conv4Rec", "per_user_empirical": "per-user empirical (add-α)",
@@ -17,12 +18,7 @@ ESTIMATOR_LABELS = {"model": "Conv4Rec", "per_user_empirical": "per-user empiric
 
 def environment(*, command: str, wall_seconds: float) -> dict:
     """Command, machine, versions and wall time of a run."""
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     versions = {name: metadata.version(name) for name in ("jax", "flax", "optax", "numpy", "scipy")}
     return {"command": command, "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "versions": versions, "wall_seconds": wall_seconds}
