@@ -1,6 +1,7 @@
 """Loaders, validation of bad input, splits and sparse batches."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from convae_jax.data import (Interactions, RowMatrix, entry_budget, holdout_interactions, holdout_users,
@@ -40,7 +41,6 @@ def test_named_column_table(tmp_path):
 
 
 def test_parquet_table(tmp_path):
-    pd = pytest.importorskip("pandas")
     path = tmp_path / "r.parquet"
     pd.DataFrame({"u": [1, 2], "i": [3, 3], "r": [5.0, 1.0]}).to_parquet(path)
     data = load_ratings_table(path, user_col="u", item_col="i", rating_col="r", scale=(1, 2, 3, 4, 5))
