@@ -52,12 +52,11 @@ def run_seed(data, seed: int) -> dict:
     start = time.perf_counter()
     model = fit(train, config)
     seconds = time.perf_counter() - start
-    selected = min(model.history, key=lambda r: r.validation["rmse"]).epoch
     biases, reg = fit_biases(train, seed=seed)
     return {
         "seed": seed,
         "conv4rec": explicit_protocol(model, train, test, ks=(20,)) | {"train_seconds": seconds, "epochs": len(model.history),
-                                                                     "selected_epoch": selected},
+                                                                     "selected_epoch": model.selected_epoch},
         "biases": rating_protocol(biases, test) | {"reg": reg},
         "popularity": explicit_protocol(Popularity.fit(train), train, test, ks=(20,)),
     }

@@ -100,7 +100,7 @@ class DenseConv4Rec(nn.Module):
 
     def _layout(self):
         a = self.arch
-        n, k, d, k_out, c = a.n_cols, a.conv_channels, a.hidden, a.decoder_channels, a.n_channels
+        n, k, d, k_out = a.n_cols, a.conv_channels, a.hidden, a.decoder_channels
         # (jax name, torch tensor, jax -> torch, torch -> jax)
         return [
             ("input_conv", self.input_conv.weight, lambda w: w.T[:, :, None], lambda t: t[:, :, 0].T),

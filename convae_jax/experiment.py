@@ -58,7 +58,7 @@ def train_and_evaluate(config: Config, workdir, *, dataset: str = SYNTHETIC, dat
     model = fit(train, config, checkpoint_dir=workdir / "checkpoints", resume=resume)
     save_model(model, workdir / "model")
     _write_json(workdir / "history.json", [dataclasses.asdict(r) for r in model.history])
-    metrics = {"dataset": dataset, "selected_epoch": _selected_epoch(model, config),
+    metrics = {"dataset": dataset, "selected_epoch": model.selected_epoch,
                "test": explicit_protocol(model, train, test, ks=config.eval.ks)}
     _write_json(workdir / "metrics.json", metrics)
     return metrics
@@ -125,13 +125,6 @@ def recommend_for(model: FittedModel, user: int, *, mode: str, k: int, gem_quant
             "why": why.why(mode, gem_quantile=gem_quantile),
         })
     return rows
-
-
-def _selected_epoch(model: FittedModel, config: Config) -> int:
-    scored = [r for r in model.history if r.validation]
-    if not scored:
-        return model.history[-1].epoch
-    return min(scored, key=lambda r: r.validation[config.train.select_metric]).epoch
 
 
 def _read_run(workdir: Path) -> dict:

@@ -22,7 +22,6 @@ import numpy as np
 from convae_jax import config as config_lib
 from convae_jax.data.interactions import Interactions
 from convae_jax.data.loaders import load_dataset
-from convae_jax.experiment import _selected_epoch
 from convae_jax.machine import cpu_model
 from convae_jax.metrics import mae, rating_metrics, rmse, top_k
 from convae_jax.peers.item_mean import ItemMeanShrunk
@@ -242,8 +241,8 @@ def evaluate_coat(data_dir, out_dir, *, seeds=(0, 1, 2), config: config_lib.Conf
         ratings = {"conv4rec": rating_report(joint, test), "conv4rec_explicit_only": rating_report(explicit_only, test),
                    "biased_mf": rating_report(mf, test), "item_mean": rating_report(ItemMeanShrunk.fit(train), test)}
         runs.append({"seed": seed, "ratings": ratings, "gems": gem_discovery(joint, test, enjoyment_model=explicit_only),
-                     "selected_epochs": {"conv4rec": _selected_epoch(joint, seeded),
-                                         "conv4rec_explicit_only": _selected_epoch(explicit_only, seeded)},
+                     "selected_epochs": {"conv4rec": joint.selected_epoch,
+                                         "conv4rec_explicit_only": explicit_only.selected_epoch},
                      "biased_mf_selection": mf_selection, "seconds": time.perf_counter() - started})
         if seed == seeds[0]:
             user = figure_user(joint, test)

@@ -27,9 +27,6 @@ from convae_jax.data.interactions import Interactions
 from convae_jax.errors import ConvaeError
 from convae_jax.model import ACTIVATION_FNS, Conv4Rec, build_model
 
-MODES = ("consume", "enjoy", "gems")
-
-
 class UserScores(NamedTuple):
     """Scores of a batch of users over the whole catalogue."""
 
@@ -105,6 +102,14 @@ class FittedModel:
 
     # --- cached row quantities -------------------------------------------------------------------
 
+    @property
+    def selected_epoch(self) -> int | None:
+        """The epoch whose parameters these are: best on `train.select_metric`, else the last."""
+        scored = [r for r in self.history if r.validation]
+        if not scored:
+            return self.history[-1].epoch if self.history else None
+        return min(scored, key=lambda r: r.validation[self.config.train.select_metric]).epoch
+
     @functools.cached_property
     def row_codes(self) -> jnp.ndarray:
         """h for every row (n_rows, d), from the training interactions, no dropout."""
@@ -136,9 +141,11 @@ class FoldedUsers:
     def __post_init__(self):
         model = self.model
         self.users = np.unique(self.history.user)
+        if self.users.size == 0:
+            raise ConvaeError("fold-in needs at least one interaction")
+        # The new users, renumbered 0..len(users)-1 in the order of `self.users`.
         local = dataclasses.replace(self.history, user=np.searchsorted(self.users, self.history.user).astype(np.int32),
-                                    n_users=max(len(self.users), 1), user_ids=self.history.user_ids[self.users] if len(self.users) else np.zeros(1))
-        self.local = local
+                                    n_users=self.users.size, user_ids=self.history.user_ids[self.users])
         if model.orientation == "user":
             matrix = RowMatrix.from_interactions(local, orientation="user")
             self.codes = encode_rows(model._kernels, model.params, matrix, model.config.eval.eval_rows)

@@ -6,6 +6,7 @@ resuming fall back to the previous, intact one.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import warnings
@@ -70,14 +71,21 @@ def apply_damage(path: Path, kind: str, position: float, bit: int, extra: bytes)
         path.write_bytes(data)
 
 
+@contextlib.contextmanager
+def damaged_copy(source: Path, relative: Path, case):
+    """A temporary copy of the directory `source` whose file `relative` has the damage `case`."""
+    _, kind, position, bit, extra = case
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp) / source.name
+        shutil.copytree(source, directory)
+        apply_damage(directory / relative, kind, position, bit, extra)
+        yield directory
+
+
 @pytest.mark.parametrize("n", BUDGETS)
 def test_checksum_refuses_every_damaged_checkpoint_file(saved, n):
     def check_checkpoint(case):
-        name, kind, position, bit, extra = case
-        with tempfile.TemporaryDirectory() as tmp:
-            directory = Path(tmp) / "checkpoints"
-            shutil.copytree(saved["root"] / "checkpoints", directory)
-            apply_damage(directory / "epoch-000002" / name, kind, position, bit, extra)
+        with damaged_copy(saved["root"] / "checkpoints", Path("epoch-000002") / case[0], case) as directory:
             with pytest.raises(CheckpointError):
                 read_checkpoint(directory / "epoch-000002", saved["templates"])
             resumable = CheckpointDir(directory, config=saved["config"], fingerprint=saved["fingerprint"])
@@ -92,11 +100,7 @@ def test_checksum_refuses_every_damaged_checkpoint_file(saved, n):
 @pytest.mark.parametrize("n", BUDGETS)
 def test_checksum_refuses_every_damaged_model_file(saved, n):
     def check_model(case):
-        name, kind, position, bit, extra = case
-        with tempfile.TemporaryDirectory() as tmp:
-            directory = Path(tmp) / "model"
-            shutil.copytree(saved["root"] / "model", directory)
-            apply_damage(directory / name, kind, position, bit, extra)
+        with damaged_copy(saved["root"] / "model", Path(case[0]), case) as directory:
             with pytest.raises(ModelFileError):
                 load_model(directory)
 

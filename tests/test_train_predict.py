@@ -8,7 +8,7 @@ import pytest
 
 from convae_jax import config as config_lib
 from convae_jax.data import RowMatrix, entry_budget, holdout_interactions, iterate_batches
-from convae_jax.errors import ModelFileError
+from convae_jax.errors import ConvaeError, ModelFileError
 from convae_jax.evaluate import explicit_protocol
 from convae_jax.io import load_model, save_model
 from convae_jax.model import build_model, init_params
@@ -98,6 +98,12 @@ def test_fold_in_user_rows_reproduces_training_user(small_data):
     folded = next(model.fold_in(history).score())
     trained = next(model.score_users([4], batch=1))
     np.testing.assert_allclose(folded.log_p_consume, trained.log_p_consume, rtol=1e-4, atol=1e-5)
+
+
+def test_fold_in_refuses_an_empty_history(fitted):
+    model, train, _ = fitted
+    with pytest.raises(ConvaeError, match="at least one interaction"):
+        model.fold_in(train.subset(np.zeros(train.nnz, bool)))
 
 
 def test_fold_in_item_rows_ranks_like_the_trained_user(small_data):
