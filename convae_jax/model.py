@@ -24,12 +24,62 @@ def contract(spec: str, a, b, *, precision: str = "default"):
     return jnp.einsum(spec, a, b, precision=None if precision == "default" else precision)
 
 
+# The encoder builds a dense (rows, n·C) input and multiplies it by the table A·W_enc when that input
+# has at most this many cells per observed entry; sparser batches gather the table's rows instead.
+# On a 2-core CPU a gathered-and-scattered row of the table cost about as much as 150 dense GEMM
+# multiply-adds per cell; 128 keeps ML-100K/ML-1M-sized batches dense and ML-20M-sized ones sparse.
+DENSE_INPUT_MAX_CELLS_PER_ENTRY = 128
+
+
+@jax.custom_vjp
+def mix_last(x, m):
+    """x (…, k) · m (k, c) as k fused multiply-adds. XLA's CPU dot is slow for contractions this
+    narrow (k, c ≤ a few dozen), and its autodiff of the unrolled sum is slower still; hence the
+    hand-written backward pass, each part itself one fused loop or one tall GEMM."""
+    return sum(x[..., j:j + 1] * m[j] for j in range(m.shape[0]))
+
+
+def _mix_last_fwd(x, m):
+    return mix_last(x, m), (x, m)
+
+
+def _mix_last_bwd(residuals, g):
+    x, m = residuals
+    dm = contract("xk,xc->kc", x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1]), precision="float32")
+    return mix_last(g, m.T), dm
+
+
+mix_last.defvjp(_mix_last_fwd, _mix_last_bwd)
+
+
+@jax.custom_vjp
+def mix_middle(m, w):
+    """out[n, c, :] = Σ_k m[c, k] · w[n, k, :] (m (c, k), w (n, k, d)), as fused multiply-adds (see
+    `mix_last`): the table A·W_enc, and W_dec·B folded."""
+    return sum(m[None, :, j, None] * w[:, None, j, :] for j in range(m.shape[1]))
+
+
+def _mix_middle_fwd(m, w):
+    return mix_middle(m, w), (m, w)
+
+
+def _mix_middle_bwd(residuals, g):
+    m, w = residuals
+    return jnp.sum(g[:, :, None, :] * w[:, None, :, :], axis=(0, 3)), mix_middle(m.T, g)
+
+
+mix_middle.defvjp(_mix_middle_fwd, _mix_middle_bwd)
+
+
 class Conv4Rec(nn.Module):
     """Encoder  h = φ(Σ_(col,c) x[col,c] · A[c] · W_enc[col] + b)  (an embedding bag over observed
-    entries, O(T·k·d)), optional dense layers, then decoder
-    L[col] = ψ(h · W_dec[col] + b_dec[col]) · B + bias[col]  ∈ R^C, for any set of columns.
+    entries), optional dense layers, then decoder
+    L[col] = ψ(W_dec[col] · h + b_dec[col]) · B + bias[col]  ∈ R^C, for any set of columns.
 
-    `A` (C, k) and `B` (k', C) are the 1x1 convolutions shared by every column.
+    `A` (C, k) and `B` (k', C) are the 1x1 convolutions shared by every column. W_enc (n, k, d)
+    and W_dec (n, k', d) are stored column-major with d innermost, so that a column's weights are
+    one contiguous row block and both big products are plain GEMMs: (rows, n·C) × (n·C, d) and
+    (rows, d) × (n·k' or n·C, d)ᵀ.
     """
 
     n_cols: int
@@ -49,8 +99,8 @@ class Conv4Rec(nn.Module):
         self.encoder_kernel = self.param("encoder_kernel", lecun(in_axis=(0, 1), out_axis=2), (self.n_cols, k, d))
         self.encoder_bias = self.param("encoder_bias", nn.initializers.zeros, (d,))
         self.extra_layers = [nn.Dense(width, name=f"dense_{j}") for j, width in enumerate(self.hidden[1:])]
-        self.decoder_kernel = self.param("decoder_kernel", lecun(in_axis=1, out_axis=2, batch_axis=(0,)),
-                                         (self.n_cols, d_last, k_out))
+        self.decoder_kernel = self.param("decoder_kernel", _drawn_as_n_d_k(lecun(in_axis=1, out_axis=2, batch_axis=(0,))),
+                                         (self.n_cols, k_out, d_last))
         self.decoder_bias = self.param("decoder_bias", nn.initializers.zeros, (self.n_cols, k_out))
         self.output_conv = self.param("output_conv", lecun(), (k_out, c))
         self.output_bias = self.param("output_bias", nn.initializers.zeros, (self.n_cols, c))
@@ -58,48 +108,77 @@ class Conv4Rec(nn.Module):
     def encode(self, segment, col, channel, count, n_rows: int):
         """Row codes h (n_rows, d) from entries (T,); entries with segment == n_rows are padding.
 
-        Two contraction orders of the same sum, picked from static shapes by what they move:
-        - per entry: gather W_enc[col] (T, k, d), weight by count·A[channel]: O(T·k·d);
-        - table: M = A·W_enc (C, n, d) once, gather M[channel, col] (T, d): O(n·C·k·d + T·d),
-          cheaper as soon as T·k > n·C (any training batch; one-user fold-in stays per entry).
+        Three contraction orders of the same sum, picked from static shapes by what they cost:
+        - per entry: gather W_enc[col] (T, k, d), weight by count·A[channel]: O(T·k·d), for a
+          handful of entries (one-user fold-in), when T·k <= n·C;
+        - dense: the table M = A·W_enc (n, C, d) once, and the counts scattered into a dense
+          (n_rows, n·C) input X, then one GEMM X·M: O(n·C·k·d + n_rows·n·C·d), when X has at most
+          DENSE_INPUT_MAX_CELLS_PER_ENTRY cells per entry (ML-100K- and ML-1M-sized batches);
+        - sparse: the same table, rows M[col, channel] gathered per entry and summed per row:
+          O(n·C·k·d + T·d), for sparser batches (large catalogues).
         """
         c, n, d = self.n_channels, self.n_cols, self.hidden[0]
-        if segment.shape[0] * self.conv_channels > n * c:
-            table = contract("ck,nkd->cnd", self.input_conv, self.encoder_kernel, precision=self.matmul_precision)
-            per_entry = count[:, None] * table.reshape(c * n, d)[channel * n + col]
-        else:
+        n_entries = segment.shape[0]
+        if n_entries * self.conv_channels <= n * c:
             coefficient = count[:, None] * self.input_conv[channel]  # (T, k)
             per_entry = contract("tk,tkd->td", coefficient, self.encoder_kernel[col], precision=self.matmul_precision)
-        pre = jax.ops.segment_sum(per_entry, segment, num_segments=n_rows + 1)[:n_rows] + self.encoder_bias
-        h = ACTIVATION_FNS[self.encoder_activation](pre)
+            pre = jax.ops.segment_sum(per_entry, segment, num_segments=n_rows + 1)[:n_rows]
+        else:
+            table = mix_middle(self.input_conv, self.encoder_kernel).reshape(n * c, d)
+            if n_rows * n * c <= DENSE_INPUT_MAX_CELLS_PER_ENTRY * n_entries:
+                dense = jnp.zeros((n_rows, n, c)).at[segment, col, channel].add(count, mode="drop")  # padding dropped
+                pre = contract("bx,xd->bd", dense.reshape(n_rows, n * c), table, precision=self.matmul_precision)
+            else:
+                per_entry = count[:, None] * table[col * c + channel]
+                pre = jax.ops.segment_sum(per_entry, segment, num_segments=n_rows + 1)[:n_rows]
+        h = ACTIVATION_FNS[self.encoder_activation](pre + self.encoder_bias)
         for layer in self.extra_layers:
             h = ACTIVATION_FNS[self.encoder_activation](layer(h))
         return h
 
     def column_logits(self, h, cols=None):
         """Logits (B, m, C) of every row in h (B, d) at columns `cols` (m,); `cols=None` is the whole
-        catalogue (m = n) read in place, without gathering (and, backwards, scattering) W_dec."""
-        if cols is None:
-            kernel, bias, out_bias = self.decoder_kernel, self.decoder_bias, self.output_bias
-        else:
-            kernel, bias, out_bias = self.decoder_kernel[cols], self.decoder_bias[cols], self.output_bias[cols]
-        y = contract("bd,mdk->bmk", h, kernel, precision=self.matmul_precision) + bias
-        return self._output_conv(y) + out_bias
+        catalogue (m = n) read in place, without gathering (and, backwards, scattering) W_dec.
+
+        With ψ = identity and C <= k', B folds into the decoder first: one GEMM against
+        W_dec·B (d, m·C) replaces a GEMM of width m·k' followed by the 1x1 convolution of every
+        logit; same function, fewer operations."""
+        kernel, bias, out_bias = self.decoder_kernel, self.decoder_bias, self.output_bias
+        if cols is not None:
+            kernel, bias, out_bias = kernel[cols], bias[cols], out_bias[cols]
+        m, k_out, d = kernel.shape
+        if self._folds_output_conv():
+            folded = mix_middle(self.output_conv.T, kernel).reshape(m * self.n_channels, d)
+            logits = contract("bd,xd->bx", h, folded, precision=self.matmul_precision)
+            return logits.reshape(-1, m, self.n_channels) + (mix_last(bias, self.output_conv) + out_bias)
+        y = contract("bd,xd->bx", h, kernel.reshape(m * k_out, d), precision=self.matmul_precision)
+        return self._output_conv(y.reshape(-1, m, k_out) + bias) + out_bias
 
     def entry_logits(self, h_entries, cols):
         """Logits (T, C) of row code h_entries[t] at column cols[t]: the observed entries only."""
-        y = contract("td,tdk->tk", h_entries, self.decoder_kernel[cols], precision=self.matmul_precision)
+        y = contract("td,tkd->tk", h_entries, self.decoder_kernel[cols], precision=self.matmul_precision)
         return self._output_conv(y + self.decoder_bias[cols]) + self.output_bias[cols]
+
+    def _folds_output_conv(self) -> bool:
+        return self.decoder_activation == "identity" and self.n_channels <= self.decoder_channels
 
     def _output_conv(self, y):
         """ψ(y) · B: the output 1x1 convolution (…, k') -> (…, C)."""
-        y = ACTIVATION_FNS[self.decoder_activation](y)
-        return contract("...k,kc->...c", y, self.output_conv, precision=self.matmul_precision)
+        return mix_last(ACTIVATION_FNS[self.decoder_activation](y), self.output_conv)
 
     def __call__(self, segment, col, channel, count, n_rows: int):
         """Full logits (n_rows, n_cols, C); used for initialisation and small-catalogue checks."""
         h = self.encode(segment, col, channel, count, n_rows)
         return self.column_logits(h)
+
+
+def _drawn_as_n_d_k(init):
+    """`init` drawn as (n, d, k') and stored (n, k', d): the values of earlier releases, which
+    stored W_dec as (n, d, k'), so that a seed still gives the same model."""
+    def transposed(key, shape, dtype=jnp.float32):
+        n, k_out, d = shape
+        return jnp.transpose(init(key, (n, d, k_out), dtype), (0, 2, 1))
+    return transposed
 
 
 def build_model(model_config, *, n_cols: int, n_channels: int) -> Conv4Rec:

@@ -221,9 +221,9 @@ class _Kernels:
 
 def column_logits_for_users(module: Conv4Rec, params, item_codes, columns):
     """Item-row logits L_i[u] (b, n_items, C) for user columns given by their own parameters:
-    columns = (decoder_kernel (b, d, k'), decoder_bias (b, k'), output_bias (b, C))."""
+    columns = (decoder_kernel (b, k', d), decoder_bias (b, k'), output_bias (b, C))."""
     kernel, bias, out_bias = columns
-    y = jnp.einsum("id,udk->uik", item_codes, kernel) + bias[:, None, :]
+    y = jnp.einsum("id,ukd->uik", item_codes, kernel) + bias[:, None, :]
     return ACTIVATION_FNS[module.decoder_activation](y) @ params["output_conv"] + out_bias[:, None, :]
 
 

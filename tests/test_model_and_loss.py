@@ -24,29 +24,43 @@ def test_parameter_count_of_testing_config():
 def test_extra_dense_layer_counts():
     cfg = config_lib.testing().override(["model.hidden=(16, 6)"]).model
     params = init_params(build_model(cfg, n_cols=10, n_channels=3), jax.random.key(0))
-    assert params["dense_0"]["kernel"].shape == (16, 6) and params["decoder_kernel"].shape == (10, 6, 4)
+    assert params["dense_0"]["kernel"].shape == (16, 6) and params["decoder_kernel"].shape == (10, 4, 6)
 
 
 def dense_reference_logits(params, x, activation=jnp.tanh):
     """SPEC §2 written densely: Z = X·A, h = φ(Σ_i Z[i]·W_enc[i] + b), L = (h·W_dec + b_dec)·B + bias."""
     z = jnp.einsum("rnc,ck->rnk", x, params["input_conv"])
     h = activation(jnp.einsum("rnk,nkd->rd", z, params["encoder_kernel"]) + params["encoder_bias"])
-    y = jnp.einsum("rd,ndk->rnk", h, params["decoder_kernel"]) + params["decoder_bias"]
+    y = jnp.einsum("rd,nkd->rnk", h, params["decoder_kernel"]) + params["decoder_bias"]
     return y @ params["output_conv"] + params["output_bias"]
 
 
-def test_sparse_encoder_equals_dense_definition(small_data):
-    cfg = config_lib.testing()
+@pytest.mark.parametrize("decoder_channels", [4, 8])  # k' < C: B applied to activations; k' >= C: B folded into W_dec
+def test_model_equals_dense_definition_with_gradients(small_data, decoder_channels):
+    cfg = config_lib.testing().override([f"model.decoder_channels={decoder_channels}"])
     matrix = RowMatrix.from_interactions(small_data, orientation="user")
     module = build_model(cfg.model, n_cols=matrix.n_cols, n_channels=small_data.n_channels)
+    assert module._folds_output_conv() == (decoder_channels >= small_data.n_channels)
     params = init_params(module, jax.random.key(1))
     params = jax.tree_util.tree_map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), params)
     batch = next(iterate_batches(matrix, np.arange(8), batch_rows=8, budget=entry_budget(matrix.lengths, 8)))
-    sparse = module.apply({"params": params}, batch.segment, batch.col, batch.channel, batch.count, 8)
     x = np.zeros((8, matrix.n_cols, small_data.n_channels), np.float32)
     real = batch.segment < 8
     np.add.at(x, (batch.segment[real], batch.col[real], batch.channel[real]), batch.count[real])
+    weights = jnp.asarray(np.random.default_rng(0).normal(size=x.shape).astype(np.float32))
+
+    def model_scalar(p):
+        return jnp.sum(weights * module.apply({"params": p}, batch.segment, batch.col, batch.channel, batch.count, 8))
+
+    def reference_scalar(p):
+        return jnp.sum(weights * dense_reference_logits(p, jnp.asarray(x)))
+
+    sparse = module.apply({"params": params}, batch.segment, batch.col, batch.channel, batch.count, 8)
     np.testing.assert_allclose(sparse, dense_reference_logits(params, jnp.asarray(x)), rtol=1e-5, atol=1e-5)
+    got, want = jax.grad(model_scalar)(params), jax.grad(reference_scalar)(params)
+    for name in want:  # the hand-written backward passes of mix_last and mix_middle
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4 * float(np.abs(want[name]).max()),
+                                   err_msg=name)
 
 
 def test_row_losses_equal_hand_likelihood():

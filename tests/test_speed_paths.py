@@ -15,6 +15,7 @@ from convae_jax import config as config_lib
 from convae_jax import losses
 from convae_jax.data.batches import RowMatrix, entry_budget, iterate_batches
 from convae_jax.errors import ConfigError
+from convae_jax import model as model_lib
 from convae_jax.model import Conv4Rec, build_model, init_params
 from convae_jax.train import make_loss_fn
 
@@ -30,24 +31,30 @@ def setup(small_data):
     return config, matrix, model, init_params(model, jax.random.key(0)), batch
 
 
-def test_encoder_table_path_equals_per_entry_path(setup):
+def test_encoder_paths_agree(setup, monkeypatch):
+    """Per entry, dense input and sparse table gather: one sum, three contraction orders."""
     _, matrix, model, params, batch = setup
     rows = batch.row_mask.shape[0]
     # A one-row batch of 3 entries takes the per-entry path (3·k <= n·C); the same entries padded
-    # to 512 take the table path (512·k > n·C). Padding has count 0 and segment = n_rows.
+    # to 512 take a table path (512·k > n·C). Padding has count 0 and segment = n_rows.
     seg, col, ch, cnt = (np.asarray(a)[:3] for a in (np.zeros(3, np.int32), batch.col, batch.channel, batch.count))
     assert 3 * model.conv_channels <= model.n_cols * model.n_channels < 512 * model.conv_channels
     pad = lambda a, v: np.concatenate([a, np.full(509, v, a.dtype)])  # noqa: E731
     encode = lambda *a: model.apply({"params": params}, *a, 1, method=Conv4Rec.encode)  # noqa: E731
-    per_entry = encode(seg, col, ch, cnt)
-    table = encode(pad(seg, 1), pad(col, 0), pad(ch, 0), pad(cnt, 0.0))
-    np.testing.assert_allclose(table, per_entry, rtol=1e-5, atol=1e-6)
-    # and the whole batch, per-entry order forced through a one-row-at-a-time loop
-    h = model.apply({"params": params}, batch.segment, batch.col, batch.channel, batch.count, rows, method=Conv4Rec.encode)
+    whole = lambda: model.apply({"params": params}, batch.segment, batch.col, batch.channel, batch.count, rows,  # noqa: E731
+                                method=Conv4Rec.encode)
+    assert rows * model.n_cols * model.n_channels <= model_lib.DENSE_INPUT_MAX_CELLS_PER_ENTRY * batch.col.size
+    per_entry, dense, h_dense = encode(seg, col, ch, cnt), encode(pad(seg, 1), pad(col, 0), pad(ch, 0), pad(cnt, 0.0)), whole()
+    monkeypatch.setattr(model_lib, "DENSE_INPUT_MAX_CELLS_PER_ENTRY", 0)  # every batch gathers table rows
+    sparse, h_sparse = encode(pad(seg, 1), pad(col, 0), pad(ch, 0), pad(cnt, 0.0)), whole()
+    np.testing.assert_allclose(dense, per_entry, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sparse, per_entry, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h_sparse, h_dense, rtol=1e-5, atol=1e-6)
+    # and the whole batch against the per-entry order, one row at a time
     for r in range(3):
         mine = batch.segment == r
         one = encode(np.zeros(mine.sum(), np.int32), batch.col[mine], batch.channel[mine], batch.count[mine])
-        np.testing.assert_allclose(h[r], one[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(h_dense[r], one[0], rtol=1e-5, atol=1e-6)
 
 
 def test_fused_entry_logits_equal_chunked_path(setup):

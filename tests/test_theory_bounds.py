@@ -48,7 +48,7 @@ def _materialised(params, n):
         return top if last else np.vstack([top, np.eye(1, top.shape[1], top.shape[1] - 1)])
     k, d = p["input_conv"].shape[1], p["encoder_bias"].size
     moved, _ = output_bias_into_decoder(p)
-    decoder = np.transpose(p["decoder_kernel"], (0, 2, 1)).reshape(-1, d)
+    decoder = p["decoder_kernel"].reshape(-1, d)
     return [aug(np.kron(np.eye(n), p["input_conv"].T)), aug(p["encoder_kernel"].reshape(n * k, d).T, p["encoder_bias"]),
             aug(decoder, moved.ravel()), aug(np.kron(np.eye(n), p["output_conv"].T), last=True)]
 

@@ -91,7 +91,7 @@ def hand_built_exact_model(truth):
     log_p = truth.log_p_joint(np.arange(users))  # (U, n, C)
     params = {"input_conv": np.eye(c, dtype=np.float32), "encoder_kernel": encoder,
               "encoder_bias": np.zeros(users, np.float32),
-              "decoder_kernel": np.transpose(log_p, (1, 0, 2)).astype(np.float32),
+              "decoder_kernel": np.transpose(log_p, (1, 2, 0)).astype(np.float32),  # (n, k' = C, d = U)
               "decoder_bias": np.zeros((n, c), np.float32), "output_conv": np.eye(c, dtype=np.float32),
               "output_bias": np.zeros((n, c), np.float32)}
     return config, params, train

@@ -27,10 +27,29 @@ def assert_close(got, want, *, rtol, name=""):
     np.testing.assert_allclose(got, want, rtol=rtol, atol=ATOL_SCALE * float(np.abs(want).max()), err_msg=name)
 
 
+# ψ = relu with k' < C applies B to activations; ψ = identity with k' >= C folds B into W_dec.
+ARCHITECTURES = {"relu-k4": ["model.decoder_activation=relu"],
+                 "identity-k8": ["model.decoder_activation=identity", "model.decoder_channels=8"]}
+
+
+@pytest.fixture(scope="module", params=sorted(ARCHITECTURES))
+def setup(small_data, request):
+    return _setup(small_data, request.param)
+
+
 @pytest.fixture(scope="module")
-def setup(small_data):
-    config = config_lib.testing().override(["model.orientation=user", "model.input_dropout=0.0",
-                                            "model.decoder_activation=relu"])
+def relu_setup(small_data):
+    """The 20-step comparison runs on relu-k4 only. With ψ = identity and k' > C, W_dec has
+    directions that only the L2 term moves; Adam's per-element normalisation turns their rounding
+    into visible steps, so no two float32 trajectories stay within the tolerance: measured against
+    the same 20 steps in float64, convae_jax drifts 3.5e-5 and torch `fast` 2.4e-4 (tolerance 2e-5),
+    while on relu-k4 both stay within 3.4e-6."""
+    return _setup(small_data, "relu-k4")
+
+
+def _setup(small_data, architecture):
+    config = config_lib.testing().override(["model.orientation=user", "model.input_dropout=0.0"]
+                                           + ARCHITECTURES[architecture])
     matrix = RowMatrix.from_interactions(small_data, orientation="user")
     rows = config.train.batch_rows
     budget = entry_budget(matrix.lengths, rows)
@@ -82,8 +101,8 @@ def test_same_loss_and_gradients(setup, flavour):
 
 
 @pytest.mark.parametrize("flavour", tb.FLAVOURS)
-def test_same_parameters_after_20_adam_steps(setup, flavour):
-    config, model, params, arch, batches = setup
+def test_same_parameters_after_20_adam_steps(relu_setup, flavour):
+    config, model, params, arch, batches = relu_setup
     tx = make_optimizer(config)
     step = make_train_step(model=model, tx=tx, config=config, dropout_key=jax.random.key(1))
     state = TrainState(jax.tree_util.tree_map(jnp.array, params), tx.init(params), jnp.zeros((), jnp.int32))

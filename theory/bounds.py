@@ -153,7 +153,7 @@ def layer_norms(params, params0, *, variant: str) -> list[LayerNorms]:
         j += 1
     bias, _ = output_bias_into_decoder(p)
     bias0, _ = output_bias_into_decoder(p0)
-    kernel = lambda q: np.transpose(q["decoder_kernel"], (0, 2, 1)).reshape(-1, q["decoder_kernel"].shape[1])
+    kernel = lambda q: q["decoder_kernel"].reshape(-1, q["decoder_kernel"].shape[2])
     layers.append(_dense("decoder", kernel(p), bias.ravel(), kernel(p0), bias0.ravel()))
     layers.append(_conv("output_conv", p["output_conv"], p0["output_conv"], n, variant=variant, last=True))
     return layers
