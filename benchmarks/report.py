@@ -21,7 +21,8 @@ def markdown(records: list[dict]) -> str:
              f"Machine: {first['machine']['cpu']}, {first['machine']['cores']} cores"
              + (f", GPU {first['machine']['gpu']}" if "gpu" in first["machine"] else "") + ".  ",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in first["versions"].items()) + ".  ",
-             f"Command: `{first['command']}`", "", summary(records), ""]
+             "Commands: " + "; ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in records)), "",
+             summary(records), ""]
     for r in records:
         spec, data, floor = r["spec"], r["data"], r["floor"]
         load = r["load_average_1min"]
