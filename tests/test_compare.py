@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import dataset_dir
-from convae_jax import cli
+from convae_jax import cli, compare
 from convae_jax.compare import CLICK_THRESHOLD, MIN_USER_CLICKS, markdown_tables, ml100k_u1, strong_split, summarise
 from convae_jax.data import Interactions, load_dataset
 from convae_jax.errors import ConvaeError
@@ -54,6 +54,19 @@ def test_strong_split_targets_are_clicks_and_conv4rec_never_sees_them(small_data
     clicks_per_user = np.bincount(small_data.user[small_data.ratings >= CLICK_THRESHOLD], minlength=small_data.n_users)
     kept = set(c.train.user) | held
     assert all(clicks_per_user[u] >= MIN_USER_CLICKS for u in kept)
+
+
+def test_every_conv4rec_grid_point_builds_a_valid_config():
+    """A misspelt preset or override would only fail hours into a real comparison."""
+    grids = [compare.CONV4REC_EXPLICIT_GRID, compare.CONV4REC_RATINGS_GRID, compare.CONV4REC_USER_ROWS_GRID,
+             compare.CONV4REC_CLICKS_GRID]
+    for grid in grids:
+        assert 1 <= len(grid) <= 3  # the budget rule: at most three points, as for the peers
+        for point in grid:
+            config = compare.conv4rec_config(point["preset"], point.get("overrides", ()), seed=2)
+            assert config.train.seed == 2 and not config.train.progress
+    configs = [compare.conv4rec_config(p["preset"], p.get("overrides", ()), seed=0) for p in compare.CONV4REC_EXPLICIT_GRID]
+    assert len({c.to_json() for c in configs}) == len(configs)  # no two points are the same model
 
 
 def test_summarise_and_markdown():
