@@ -30,10 +30,12 @@ import numpy as np
 from convae_jax.machine import cpu_model
 
 VARIANTS = {
-    # name: (framework, flavour, precision, compiled)
-    "jax-fp32": ("jax", None, "float32", True),
-    "jax-tf32": ("jax", None, "tensorfloat32", True),
-    "jax-bf16": ("jax", None, "bfloat16", True),
+    # name: (framework, flavour, precision, compiled); JAX's flavour is its model.decoder_fold
+    "jax-fp32": ("jax", "auto", "float32", True),
+    "jax-tf32": ("jax", "auto", "tensorfloat32", True),
+    "jax-bf16": ("jax", "auto", "bfloat16", True),
+    "jax-tf32-fold": ("jax", "always", "tensorfloat32", True),
+    "jax-bf16-fold": ("jax", "always", "bfloat16", True),
     "torch-dense": ("torch", "dense", "fp32", False),
     "torch-fast": ("torch", "fast", "fp32", False),
     "torch-fast-compiled": ("torch", "fast", "fp32", True),
@@ -44,7 +46,7 @@ VARIANTS = {
 VARIANT_SETS = {
     "cpu": ("jax-fp32", "torch-dense", "torch-fast", "torch-fast-compiled"),
     "precision": ("jax-fp32", "jax-tf32", "jax-bf16", "torch-fast", "torch-fast-bf16"),
-    "gpu": ("jax-fp32", "jax-tf32", "jax-bf16", "torch-dense", "torch-fast", "torch-fast-tf32", "torch-fast-bf16",
+    "gpu": ("jax-fp32", "jax-tf32", "jax-bf16", "jax-bf16-fold", "torch-dense", "torch-fast", "torch-fast-tf32", "torch-fast-bf16",
             "torch-fast-compiled", "torch-fast-bf16-compiled"),
 }
 REFERENCE = "jax-fp32"
@@ -115,7 +117,7 @@ class Workload:
 
 
 class JaxVariant:
-    def __init__(self, work: Workload, precision: str):
+    def __init__(self, work: Workload, precision: str, decoder_fold: str):
         import dataclasses as dc
 
         import jax
@@ -124,7 +126,8 @@ class JaxVariant:
         from convae_jax.model import build_model
         from convae_jax.train import TrainState, make_optimizer, make_train_step
 
-        self.config = dc.replace(work.config, model=dc.replace(work.config.model, matmul_precision=precision))
+        model_config = dc.replace(work.config.model, matmul_precision=precision, decoder_fold=decoder_fold)
+        self.config = dc.replace(work.config, model=model_config).validate()
         self.model = build_model(self.config.model, n_cols=work.matrix.n_cols, n_channels=work.data.n_channels)
         tx = make_optimizer(self.config)
         params = jax.tree_util.tree_map(jnp.array, work.params0)
@@ -232,7 +235,7 @@ class TorchVariant:
 
 def make_variant(name: str, work: Workload):
     framework, flavour, precision, compiled = VARIANTS[name]
-    return JaxVariant(work, precision) if framework == "jax" else TorchVariant(work, flavour, precision, compiled)
+    return JaxVariant(work, precision, flavour) if framework == "jax" else TorchVariant(work, flavour, precision, compiled)
 
 
 def _timed_passes(run, repeats: int = 3) -> tuple[float, float, np.ndarray]:
@@ -374,16 +377,24 @@ def run_cell(spec: BenchSpec, *, memory: bool = True, log=print) -> dict:
         r["speedup_of_reference"] = r["seconds_per_epoch"] / results[REFERENCE]["seconds_per_epoch"]
 
     mc = work.config.model
-    rates = floors.measure_matmul_flops(m=spec.batch_rows, k=spec.hidden, n=work.matrix.n_cols * spec.decoder_channels,
-                                        device="cuda" if spec.device == "gpu" else "cpu")
+    torch_device = "cuda" if spec.device == "gpu" else "cpu"
+    gemm = dict(m=spec.batch_rows, k=spec.hidden, n=work.matrix.n_cols * spec.decoder_channels, device=torch_device)
+    rates = floors.measure_matmul_flops(**gemm)
+    # On a GPU bf16 GEMMs run on faster units, so bf16 variants are priced at the bf16 rate.
+    bf16_rates = floors.measure_matmul_flops(**gemm, dtype="bfloat16") if spec.device == "gpu" else None
     bandwidth = floors.measure_bandwidth()
-    floor = floors.epoch_floor(rows=work.rows_per_epoch, steps=work.steps_per_epoch, batch_rows=spec.batch_rows,
-                               n_cols=work.matrix.n_cols, n_channels=work.data.n_channels,
-                               conv_channels=spec.conv_channels, hidden=spec.hidden,
-                               decoder_channels=spec.decoder_channels, matmul_flops=max(rates.values()),
-                               bandwidth=bandwidth)
-    for r in results.values():
-        r["times_floor"] = r["seconds_per_epoch"] / floor.seconds
+
+    def floor_at(matmul_rates):
+        return floors.epoch_floor(rows=work.rows_per_epoch, steps=work.steps_per_epoch, batch_rows=spec.batch_rows,
+                                  n_cols=work.matrix.n_cols, n_channels=work.data.n_channels,
+                                  conv_channels=spec.conv_channels, hidden=spec.hidden,
+                                  decoder_channels=spec.decoder_channels, matmul_flops=max(matmul_rates.values()),
+                                  bandwidth=bandwidth)
+
+    floor = floor_at(rates)
+    bf16_floor = floor_at(bf16_rates) if bf16_rates else floor
+    for name, r in results.items():
+        r["times_floor"] = r["seconds_per_epoch"] / (bf16_floor if "bf16" in name else floor).seconds
     return {
         "spec": dataclasses.asdict(spec),
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),  # the program name, not its install path
@@ -394,8 +405,10 @@ def run_cell(spec: BenchSpec, *, memory: bool = True, log=print) -> dict:
                  "interactions": int(work.data.nnz), "steps_per_epoch": work.steps_per_epoch,
                  "timed_steps_per_epoch": len(work.batches), "infer_users": work.infer_users},
         "config": {"model": dataclasses.asdict(mc), "train": dataclasses.asdict(work.config.train)},
-        "rates": {"matmul_flops": rates, "bandwidth_bytes_per_s": bandwidth},
+        "rates": {"matmul_flops": rates, "bandwidth_bytes_per_s": bandwidth,
+                  **({"matmul_flops_bf16": bf16_rates} if bf16_rates else {})},
         "floor": dataclasses.asdict(floor),
+        **({"floor_bf16": dataclasses.asdict(bf16_floor)} if bf16_rates else {}),
         "variants": results,
     }
 

@@ -36,7 +36,9 @@ def markdown(records: list[dict]) -> str:
                   f"Floor {floor['seconds']:.3f} s/epoch ({floor['gemm_flop'] / 1e9:.1f} GFLOP of decoder GEMMs at "
                   f"{max(r['rates']['matmul_flops'].values()) / 1e9:.1f} GFLOP/s + {floor['pass_bytes'] / 1e9:.2f} GB "
                   f"at {r['rates']['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s). 1-min load average during the run: "
-                  f"{load['min']:.1f}–{load['max']:.1f} (median {load['median']:.1f}) on {r['machine']['cores']} cores.",
+                  f"{load['min']:.1f}–{load['max']:.1f} (median {load['median']:.1f}) on {r['machine']['cores']} cores."
+                  + (f" bf16 variants: floor {r['floor_bf16']['seconds']:.3f} s/epoch at the bf16 GEMM rate "
+                     f"{max(r['rates']['matmul_flops_bf16'].values()) / 1e9:.1f} GFLOP/s." if "floor_bf16" in r else ""),
                   "",
                   "| variant | warm-up s | s/epoch | × jax-fp32 time | × floor | users/s | interactions/s | "
                   "final loss | Δloss | peak MiB | top-100 s | top-100 overlap |",

@@ -12,6 +12,7 @@ from convae_jax.errors import ConfigError
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "selu", "identity")
 MATMUL_PRECISIONS = ("default", "float32", "tensorfloat32", "bfloat16")
+DECODER_FOLDS = ("auto", "always", "never")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,7 @@ class ModelConfig:
     implicit_weight: float = 1.0  # weight of the implicit term log p(i), >= 0; 0 gives the explicit-only variant (P(consume) untrained)
     explicit_on: str = "all"  # which interactions the explicit term scores: "all" observed, or only those "dropped" this step
     logit_chunk: int = 8192  # columns per chunk of the log-sum-exp over the catalogue; memory O(batch·chunk·C)
+    decoder_fold: str = "auto"  # one of DECODER_FOLDS: fold B into W_dec (needs ψ = identity); "auto" folds when C <= k' (fewer FLOPs), "always" also when C > k' (more FLOPs, two fewer passes over the logits: for bandwidth-bound accelerators)
     matmul_precision: str = "default"  # one of MATMUL_PRECISIONS: "default" (backend's: exact fp32 on CPU, TF32 on Ampere+ GPUs), "float32", "tensorfloat32", "bfloat16" (bf16 operands, fp32 accumulation)
 
 
@@ -78,6 +80,9 @@ class Config:
             (m.implicit_weight >= 0.0, "model.implicit_weight must be >= 0"),
             (m.explicit_on in ("all", "dropped"), "model.explicit_on must be 'all' or 'dropped'"),
             (m.logit_chunk >= 1, "model.logit_chunk must be >= 1"),
+            (m.decoder_fold in DECODER_FOLDS, f"model.decoder_fold must be one of {DECODER_FOLDS}"),
+            (m.decoder_fold != "always" or m.decoder_activation == "identity",
+             "model.decoder_fold='always' needs model.decoder_activation='identity' (B folds into W_dec only through a linear ψ)"),
             (m.matmul_precision in MATMUL_PRECISIONS, f"model.matmul_precision must be one of {MATMUL_PRECISIONS}"),
             (t.learning_rate > 0, "train.learning_rate must be > 0"),
             (t.l2 >= 0, "train.l2 must be >= 0"),

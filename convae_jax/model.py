@@ -90,6 +90,7 @@ class Conv4Rec(nn.Module):
     decoder_channels: int = 8
     encoder_activation: str = "tanh"
     decoder_activation: str = "identity"
+    decoder_fold: str = "auto"
     matmul_precision: str = "default"
 
     def setup(self):
@@ -141,9 +142,10 @@ class Conv4Rec(nn.Module):
         """Logits (B, m, C) of every row in h (B, d) at columns `cols` (m,); `cols=None` is the whole
         catalogue (m = n) read in place, without gathering (and, backwards, scattering) W_dec.
 
-        With ψ = identity and C <= k', B folds into the decoder first: one GEMM against
+        With ψ = identity, B can fold into the decoder first (`decoder_fold`): one GEMM against
         W_dec·B (m·C, d) replaces a GEMM of width m·k' followed by the 1x1 convolution of every
-        logit; same function, fewer operations."""
+        logit. Same function; fewer FLOPs when C <= k' ("auto"), and two fewer passes over
+        B·m·k' activations (forward and backward) at any C ("always")."""
         kernel, bias, out_bias = self.decoder_kernel, self.decoder_bias, self.output_bias
         if cols is not None:
             kernel, bias, out_bias = kernel[cols], bias[cols], out_bias[cols]
@@ -161,7 +163,9 @@ class Conv4Rec(nn.Module):
         return self._output_conv(y + self.decoder_bias[cols]) + self.output_bias[cols]
 
     def _folds_output_conv(self) -> bool:
-        return self.decoder_activation == "identity" and self.n_channels <= self.decoder_channels
+        if self.decoder_activation != "identity" or self.decoder_fold == "never":
+            return False
+        return self.decoder_fold == "always" or self.n_channels <= self.decoder_channels
 
     def _output_conv(self, y):
         """ψ(y) · B: the output 1x1 convolution (…, k') -> (…, C)."""
@@ -188,7 +192,7 @@ def build_model(model_config, *, n_cols: int, n_channels: int) -> Conv4Rec:
                     hidden=tuple(model_config.hidden), decoder_channels=model_config.decoder_channels,
                     encoder_activation=model_config.encoder_activation,
                     decoder_activation=model_config.decoder_activation,
-                    matmul_precision=model_config.matmul_precision)
+                    decoder_fold=model_config.decoder_fold, matmul_precision=model_config.matmul_precision)
 
 
 def init_params(model: Conv4Rec, key):

@@ -8,6 +8,7 @@ import pytest
 from convae_jax import config as config_lib
 from convae_jax import losses
 from convae_jax.data import RowMatrix, entry_budget, iterate_batches
+from convae_jax.errors import ConfigError
 from convae_jax.model import Conv4Rec, build_model, init_params
 
 
@@ -35,12 +36,15 @@ def dense_reference_logits(params, x, activation=jnp.tanh):
     return y @ params["output_conv"] + params["output_bias"]
 
 
-@pytest.mark.parametrize("decoder_channels", [4, 8])  # k' < C: B applied to activations; k' >= C: B folded into W_dec
-def test_model_equals_dense_definition_with_gradients(small_data, decoder_channels):
-    cfg = config_lib.testing().override([f"model.decoder_channels={decoder_channels}"])
+# (k', decoder_fold, folds): "auto" applies B to activations when k' < C and folds it into W_dec
+# when k' >= C; "always" and "never" force either order whatever k'.
+@pytest.mark.parametrize("decoder_channels, fold, folds", [(4, "auto", False), (8, "auto", True), (4, "always", True),
+                                                           (8, "never", False)])
+def test_model_equals_dense_definition_with_gradients(small_data, decoder_channels, fold, folds):
+    cfg = config_lib.testing().override([f"model.decoder_channels={decoder_channels}", f"model.decoder_fold={fold}"])
     matrix = RowMatrix.from_interactions(small_data, orientation="user")
     module = build_model(cfg.model, n_cols=matrix.n_cols, n_channels=small_data.n_channels)
-    assert module._folds_output_conv() == (decoder_channels >= small_data.n_channels)
+    assert module._folds_output_conv() == folds
     params = init_params(module, jax.random.key(1))
     params = jax.tree_util.tree_map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), params)
     batch = next(iterate_batches(matrix, np.arange(8), batch_rows=8, budget=entry_budget(matrix.lengths, 8)))
@@ -61,6 +65,13 @@ def test_model_equals_dense_definition_with_gradients(small_data, decoder_channe
     for name in want:  # the hand-written backward passes of mix_last and mix_middle
         np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4 * float(np.abs(want[name]).max()),
                                    err_msg=name)
+
+
+def test_decoder_fold_always_needs_a_linear_decoder():
+    with pytest.raises(ConfigError, match="decoder_fold"):
+        config_lib.testing().override(["model.decoder_activation=relu", "model.decoder_fold=always"])
+    with pytest.raises(ConfigError, match="decoder_fold"):
+        config_lib.testing().override(["model.decoder_fold=sometimes"])
 
 
 def test_row_losses_equal_hand_likelihood():

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The GPU benchmark in one command, sized for a short lease: the side-by-side run at the ML-20M
+# shape (every `gpu` variant, 5 full epochs each), then a per-operation profile of the folded bf16
+# step. Run from the repository root:
+#     bash benchmarks/run_gpu.sh OUT_DIR
+set -uo pipefail
+out=${1:?usage: bash benchmarks/run_gpu.sh OUT_DIR}
+mkdir -p "$out"
+python=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+# JAX would take 75% of the card up front; torch variants run in the same process.
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.45}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
+$python -c "import jax, flax, optax, torch; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__,
+'optax', optax.__version__, 'torch', torch.__version__)" 2>&1 | tee -a "$out/gpu.txt"
+
+timeout "${BENCH_TIMEOUT:-420}" $python -m convae_jax.cli bench --device gpu --shapes ml-20m-shape --batch-rows 1024 \
+    --variants gpu --epochs 5 --no-memory --out "$out" 2>&1 | tee "$out/bench.log"
+
+timeout 90 $python -m benchmarks.profile_step --device gpu --variant jax-bf16-fold 2>&1 | tee "$out/profile.txt"
