@@ -16,7 +16,7 @@ from convae_jax import losses
 from convae_jax.data.batches import RowMatrix, entry_budget, iterate_batches
 from convae_jax.errors import ConfigError
 from convae_jax import model as model_lib
-from convae_jax.model import Conv4Rec, build_model, init_params
+from convae_jax.model import Conv4Rec, build_model, init_params, mix_middle_dm_batched, mix_middle_dm_fused
 from convae_jax.train import make_loss_fn
 
 
@@ -108,3 +108,10 @@ def test_matmul_precision_tracks_float32(setup, precision, rtol):
 def test_unknown_precision_is_refused():
     with pytest.raises(ConfigError, match="matmul_precision"):
         config_lib.testing().override(["model.matmul_precision=fp8"])
+
+
+def test_mix_middle_weight_gradient_forms_agree():
+    """The GPU form of mix_middle's dm (batched GEMMs) against the CPU form (one fused reduce)."""
+    g = jax.random.normal(jax.random.key(0), (50, 10, 30))
+    w = jax.random.normal(jax.random.key(1), (50, 8, 30))
+    np.testing.assert_allclose(mix_middle_dm_batched(g, w), mix_middle_dm_fused(g, w), rtol=1e-5, atol=1e-4)
