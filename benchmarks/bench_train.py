@@ -34,8 +34,8 @@ VARIANTS = {
     "jax-fp32": ("jax", "auto", "float32", True),
     "jax-tf32": ("jax", "auto", "tensorfloat32", True),
     "jax-bf16": ("jax", "auto", "bfloat16", True),
-    "jax-tf32-fold": ("jax", "always", "tensorfloat32", True),
-    "jax-bf16-fold": ("jax", "always", "bfloat16", True),
+    "jax-bf16-fold": ("jax", "always", "bfloat16", True),  # = jax-bf16 on GPUs since "auto" folds there
+    "jax-bf16-unfolded": ("jax", "never", "bfloat16", True),
     "torch-dense": ("torch", "dense", "fp32", False),
     "torch-fast": ("torch", "fast", "fp32", False),
     "torch-fast-compiled": ("torch", "fast", "fp32", True),
@@ -46,7 +46,7 @@ VARIANTS = {
 VARIANT_SETS = {
     "cpu": ("jax-fp32", "torch-dense", "torch-fast", "torch-fast-compiled"),
     "precision": ("jax-fp32", "jax-tf32", "jax-bf16", "torch-fast", "torch-fast-bf16"),
-    "gpu": ("jax-fp32", "jax-tf32", "jax-bf16", "jax-bf16-fold", "torch-dense", "torch-fast", "torch-fast-tf32", "torch-fast-bf16",
+    "gpu": ("jax-fp32", "jax-tf32", "jax-bf16", "jax-bf16-unfolded", "torch-dense", "torch-fast", "torch-fast-tf32", "torch-fast-bf16",
             "torch-fast-compiled", "torch-fast-bf16-compiled"),
 }
 REFERENCE = "jax-fp32"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmark in one command, sized for a short lease: the side-by-side run at the ML-20M
-# shape (every `gpu` variant, 5 full epochs each), then a per-operation profile of the folded bf16
+# shape (every `gpu` variant, 5 full epochs each), then a per-operation profile of the bf16
 # step. Run from the repository root:
 #     bash benchmarks/run_gpu.sh OUT_DIR
 set -uo pipefail
@@ -18,4 +18,4 @@ $python -c "import jax, flax, optax, torch; print('jax', jax.__version__, jax.de
 timeout "${BENCH_TIMEOUT:-420}" $python -m convae_jax.cli bench --device gpu --shapes ml-20m-shape --batch-rows 1024 \
     --variants gpu --epochs 5 --no-memory --out "$out" 2>&1 | tee "$out/bench.log"
 
-timeout 90 $python -m benchmarks.profile_step --device gpu --variant jax-bf16-fold 2>&1 | tee "$out/profile.txt"
+timeout 90 $python -m benchmarks.profile_step --device gpu --variant jax-bf16 2>&1 | tee "$out/profile.txt"

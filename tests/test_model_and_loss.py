@@ -67,6 +67,16 @@ def test_model_equals_dense_definition_with_gradients(small_data, decoder_channe
                                    err_msg=name)
 
 
+def test_auto_fold_at_any_channel_count_only_for_bf16_off_cpu(monkeypatch):
+    def folds(precision):
+        cfg = config_lib.testing().override(["model.decoder_channels=4", f"model.matmul_precision={precision}"])
+        return build_model(cfg.model, n_cols=10, n_channels=5)._folds_output_conv()
+
+    assert not folds("bfloat16") and not folds("float32")  # CPU: C = 5 > k' = 4 keeps the cheaper order
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert folds("bfloat16") and not folds("float32")
+
+
 def test_decoder_fold_always_needs_a_linear_decoder():
     with pytest.raises(ConfigError, match="decoder_fold"):
         config_lib.testing().override(["model.decoder_activation=relu", "model.decoder_fold=always"])
