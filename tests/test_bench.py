@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from benchmarks import floors
+from benchmarks import floors, profile_step
 from benchmarks.shapes import Shape, shaped_synthetic
 from convae_jax import config as config_lib
 from convae_jax.model import build_model, init_params
@@ -39,3 +39,18 @@ def test_shaped_synthetic_has_the_shape():
     assert 0.85 * shape.n_interactions <= data.nnz <= 1.05 * shape.n_interactions
     assert set(np.unique(data.channel)) == set(range(shape.n_channels))
     np.testing.assert_array_equal(shaped_synthetic(shape, seed=1).item, data.item)  # seeded
+
+
+def test_step_profile_sums_device_ops_per_stream():
+    """profile_step reads a Chrome-format trace: GPU kernels summed per (stream, op), host events
+    and metadata left out."""
+    meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
+            {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "/host:CPU"}},
+            {"ph": "M", "name": "thread_name", "pid": 1, "tid": 7, "args": {"name": "Stream #7"}},
+            {"ph": "M", "name": "thread_name", "pid": 2, "tid": 3, "args": {"name": "python"}}]
+    events = [{"ph": "X", "pid": 1, "tid": 7, "name": "gemm", "dur": 5.0},
+              {"ph": "X", "pid": 1, "tid": 7, "name": "gemm", "dur": 3.0},
+              {"ph": "X", "pid": 1, "tid": 7, "name": "loop_add_fusion", "dur": 1.5},
+              {"ph": "X", "pid": 2, "tid": 3, "name": "PjitFunction(step)", "dur": 40.0}]
+    totals = profile_step.op_times({"traceEvents": meta + events}, device="gpu")
+    assert totals == {("Stream #7", "gemm"): 8.0, ("Stream #7", "loop_add_fusion"): 1.5}
