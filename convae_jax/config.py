@@ -31,6 +31,7 @@ class ModelConfig:
     explicit_on: str = "all"  # which interactions the explicit term scores: "all" observed, or only those "dropped" this step
     logit_chunk: int = 8192  # columns per chunk of the log-sum-exp over the catalogue; memory O(batch·chunk·C)
     decoder_fold: str = "auto"  # one of DECODER_FOLDS: fold B into W_dec (needs ψ = identity); "auto" folds when C <= k' (fewer FLOPs) and, for bf16 matmuls off CPU, at any C (more FLOPs, two fewer passes over the activations); "always" and "never" force it
+    row_offsets: bool = False  # add h·V (V: d x C) to every column's logits: a row's rating offset from its code (see Conv4Rec.row_offset)
     matmul_precision: str = "default"  # one of MATMUL_PRECISIONS: "default" (backend's: exact fp32 on CPU, TF32 on Ampere+ GPUs), "float32", "tensorfloat32", "bfloat16" (bf16 operands, fp32 accumulation)
 
 

@@ -131,6 +131,7 @@ class Conv4Rec(nn.Module):
     encoder_activation: str = "tanh"
     decoder_activation: str = "identity"
     decoder_fold: str = "auto"
+    row_offsets: bool = False
     matmul_precision: str = "default"
 
     def setup(self):
@@ -146,6 +147,8 @@ class Conv4Rec(nn.Module):
         self.decoder_bias = self.param("decoder_bias", nn.initializers.zeros, (self.n_cols, k_out))
         self.output_conv = self.param("output_conv", lecun(), (k_out, c))
         self.output_bias = self.param("output_bias", nn.initializers.zeros, (self.n_cols, c))
+        if self.row_offsets:
+            self.row_offset_kernel = self.param("row_offset_kernel", nn.initializers.zeros, (d_last, c))
 
     def encode(self, segment, col, channel, count, n_rows: int):
         """Row codes h (n_rows, d) from entries (T,); entries with segment == n_rows are padding.
@@ -193,14 +196,21 @@ class Conv4Rec(nn.Module):
         if self._folds_output_conv():
             folded = mix_middle(self.output_conv.T, kernel).reshape(m * self.n_channels, d)
             logits = contract("bd,xd->bx", h, folded, precision=self.matmul_precision)
-            return logits.reshape(-1, m, self.n_channels) + (mix_last(bias, self.output_conv) + out_bias)
+            return (logits.reshape(-1, m, self.n_channels) + (mix_last(bias, self.output_conv) + out_bias)
+                    + self.row_offset(h)[:, None, :])
         y = contract("bd,xd->bx", h, kernel.reshape(m * k_out, d), precision=self.matmul_precision)
-        return self._output_conv(y.reshape(-1, m, k_out) + bias) + out_bias
+        return self._output_conv(y.reshape(-1, m, k_out) + bias) + out_bias + self.row_offset(h)[:, None, :]
 
     def entry_logits(self, h_entries, cols):
         """Logits (T, C) of row code h_entries[t] at column cols[t]: the observed entries only."""
         y = contract("td,tkd->tk", h_entries, self.decoder_kernel[cols], precision=self.matmul_precision)
-        return self._output_conv(y + self.decoder_bias[cols]) + self.output_bias[cols]
+        return self._output_conv(y + self.decoder_bias[cols]) + self.output_bias[cols] + self.row_offset(h_entries)
+
+    def row_offset(self, h):
+        """Channel offsets (…, C) of each row from its code, h·V, added at every column: with
+        `row_offsets`, a row's own rating offset is one shared (d, C) map instead of a component
+        of every column's decoder weights (each separately L2-penalised). 0 otherwise."""
+        return h @ self.row_offset_kernel if self.row_offsets else jnp.zeros(h.shape[:-1] + (self.n_channels,))
 
     def _folds_output_conv(self) -> bool:
         """Whether B folds into W_dec (`decoder_fold`). "auto" folds when C <= k' (fewer FLOPs), and
@@ -237,7 +247,7 @@ def build_model(model_config, *, n_cols: int, n_channels: int) -> Conv4Rec:
                     hidden=tuple(model_config.hidden), decoder_channels=model_config.decoder_channels,
                     encoder_activation=model_config.encoder_activation,
                     decoder_activation=model_config.decoder_activation,
-                    decoder_fold=model_config.decoder_fold, matmul_precision=model_config.matmul_precision)
+                    decoder_fold=model_config.decoder_fold, row_offsets=model_config.row_offsets, matmul_precision=model_config.matmul_precision)
 
 
 def init_params(model: Conv4Rec, key):

@@ -33,15 +33,18 @@ def dense_reference_logits(params, x, activation=jnp.tanh):
     z = jnp.einsum("rnc,ck->rnk", x, params["input_conv"])
     h = activation(jnp.einsum("rnk,nkd->rd", z, params["encoder_kernel"]) + params["encoder_bias"])
     y = jnp.einsum("rd,nkd->rnk", h, params["decoder_kernel"]) + params["decoder_bias"]
-    return y @ params["output_conv"] + params["output_bias"]
+    row_offset = (h @ params["row_offset_kernel"])[:, None, :] if "row_offset_kernel" in params else 0.0
+    return y @ params["output_conv"] + params["output_bias"] + row_offset
 
 
-# (k', decoder_fold, folds): "auto" applies B to activations when k' < C and folds it into W_dec
-# when k' >= C; "always" and "never" force either order whatever k'.
-@pytest.mark.parametrize("decoder_channels, fold, folds", [(4, "auto", False), (8, "auto", True), (4, "always", True),
-                                                           (8, "never", False)])
-def test_model_equals_dense_definition_with_gradients(small_data, decoder_channels, fold, folds):
-    cfg = config_lib.testing().override([f"model.decoder_channels={decoder_channels}", f"model.decoder_fold={fold}"])
+# (k', decoder_fold, folds, row_offsets): "auto" applies B to activations when k' < C and folds it
+# into W_dec when k' >= C; "always" and "never" force either order whatever k'.
+@pytest.mark.parametrize("decoder_channels, fold, folds, row_offsets", [
+    (4, "auto", False, False), (8, "auto", True, False), (4, "always", True, False), (8, "never", False, False),
+    (4, "auto", False, True), (8, "auto", True, True)])
+def test_model_equals_dense_definition_with_gradients(small_data, decoder_channels, fold, folds, row_offsets):
+    cfg = config_lib.testing().override([f"model.decoder_channels={decoder_channels}", f"model.decoder_fold={fold}",
+                                         f"model.row_offsets={row_offsets}"])
     matrix = RowMatrix.from_interactions(small_data, orientation="user")
     module = build_model(cfg.model, n_cols=matrix.n_cols, n_channels=small_data.n_channels)
     assert module._folds_output_conv() == folds
@@ -121,3 +124,19 @@ def test_loss_stays_finite_for_extreme_logits():
     value, grad = jax.value_and_grad(lambda l: losses.row_losses(
         l, log_z, jnp.array([0, 0]), jnp.array([1, 1]), jnp.ones(2), jnp.ones(2), rating_weight=1.0, n_rows=1).sum())(logits)
     assert np.isfinite(value) and np.all(np.isfinite(grad))
+
+
+def test_item_row_scoring_of_columns_matches_the_module():
+    """predict's per-user column logits (item rows, columns given by their own parameters) are the
+    module's logits, row offsets included."""
+    from convae_jax.predict import _column_params, column_logits_for_users
+
+    cfg = config_lib.testing().override(["model.row_offsets=True", "model.hidden=(6,)"])
+    module = build_model(cfg.model, n_cols=9, n_channels=3)
+    params = init_params(module, jax.random.key(0))
+    params = jax.tree_util.tree_map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(3), p.shape), params)
+    codes = jax.random.normal(jax.random.key(4), (5, 6))  # 5 item rows
+    cols = jnp.array([7, 2])
+    want = module.apply({"params": params}, codes, None, method=Conv4Rec.column_logits)[:, cols]  # (5, 2, 3)
+    got = column_logits_for_users(module, params, codes, _column_params(params, cols))  # (2, 5, 3)
+    np.testing.assert_allclose(got, jnp.transpose(want, (1, 0, 2)), rtol=1e-5, atol=1e-6)
