@@ -55,10 +55,11 @@ class Architecture:
         """From a convae_jax ModelConfig; refuses the options the baseline does not implement."""
         unsupported = [(len(model_config.hidden) != 1, "model.hidden must have one entry"),
                        (model_config.explicit_on != "all", "model.explicit_on must be 'all'"),
-                       (getattr(model_config, "implicit_weight", 1.0) != 1.0, "model.implicit_weight must be 1")]
+                       (getattr(model_config, "implicit_weight", 1.0) != 1.0, "model.implicit_weight must be 1"),
+                       (model_config.row_offsets, "model.row_offsets must be off")]
         for bad, message in unsupported:
             if bad:
-                raise ValueError(f"the torch baseline implements the reference loss only: {message}")
+                raise ValueError(f"the torch baseline implements the reference model and loss only: {message}")
         return cls(n_cols, n_channels, model_config.conv_channels, model_config.hidden[0],
                    model_config.decoder_channels, model_config.encoder_activation, model_config.decoder_activation)
 

@@ -115,7 +115,8 @@ mix_middle.defvjp(_mix_middle_fwd, _mix_middle_bwd)
 class Conv4Rec(nn.Module):
     """Encoder  h = φ(Σ_(col,c) x[col,c] · A[c] · W_enc[col] + b)  (an embedding bag over observed
     entries), optional dense layers, then decoder
-    L[col] = ψ(W_dec[col] · h + b_dec[col]) · B + bias[col]  ∈ R^C, for any set of columns.
+    L[col] = ψ(W_dec[col] · h + b_dec[col]) · B + bias[col]  ∈ R^C, for any set of columns,
+    plus h · V at every column with `row_offsets` (an extension beyond SPEC §2, off by default).
 
     `A` (C, k) and `B` (k', C) are the 1x1 convolutions shared by every column. W_enc (n, k, d)
     and W_dec (n, k', d) are stored column-major with d innermost, so that a column's weights are
