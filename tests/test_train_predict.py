@@ -158,3 +158,19 @@ def test_load_refuses_parameters_that_do_not_match_the_config(fitted, tmp_path):
     save_model(FittedModel(wider, model.params, model.train), tmp_path / "m")
     with pytest.raises(ModelFileError, match="decoder_kernel should be"):
         load_model(tmp_path / "m")
+
+
+def test_row_offsets_train_save_and_score_every_path(small_data, tmp_path):
+    """With model.row_offsets the shared map V learns (it starts at 0), survives a save/load, and
+    the item-row scorer (columns by their own parameters) agrees with the rating path."""
+    train, test = holdout_interactions(small_data, fraction=0.15, seed=0)
+    config = quick_config("item", max_epochs=4, patience=4).override(["model.row_offsets=True"])
+    model = fit(train, config)
+    assert np.abs(np.asarray(model.params["row_offset_kernel"])).max() > 1e-3
+    save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.rating_log_probs(test.user, test.item), model.rating_log_probs(test.user, test.item))
+    scores = next(iter(model.score_users(np.unique(test.user)[:3])))
+    pairs = (np.repeat(scores.users, train.n_items), np.tile(np.arange(train.n_items), scores.users.size))
+    np.testing.assert_allclose(scores.log_p_rating.reshape(-1, train.n_channels), model.rating_log_probs(*pairs),
+                               rtol=1e-4, atol=1e-5)
