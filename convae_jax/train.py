@@ -77,23 +77,26 @@ def make_loss_fn(*, model: Conv4Rec, config: Config, batch_rows: int):
 
 
 def make_train_step(*, model: Conv4Rec, tx: optax.GradientTransformation, config: Config, dropout_key) -> TrainStep:
-    """Builds the jitted step once. The state is donated; the dropout key of step t is
-    fold_in(dropout_key, t), so no key crosses from the host. The returned loss is NaN when the
-    loss or the gradient norm is non-finite (a NaN or inf gradient, or one whose square overflows
-    Adam's second moment), so the loop's divergence guard can name the step."""
+    """Builds the jitted step once. The optimiser state is donated, and off CPU the parameters
+    too (on CPU XLA copied every donated weight array before the step, which cost more than fresh
+    output buffers: ML-100K batch 128, 1.23 against 1.55 s/epoch in one interleaved run). The
+    dropout key of step t is fold_in(dropout_key, t), so no key crosses from the host. The
+    returned loss is NaN when the loss or the gradient norm is non-finite (a NaN or inf gradient,
+    or one whose square overflows Adam's second moment), so the loop's divergence guard can name
+    the step."""
     loss_fn = make_loss_fn(model=model, config=config, batch_rows=config.train.batch_rows)
     holder = TrainStep(fn=None)
 
-    def step(state: TrainState, batch: RowBatch):
+    def step(params, opt_state, count, batch: RowBatch):
         holder.traces += 1
-        key = jax.random.fold_in(dropout_key, state.step)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, key)
+        key = jax.random.fold_in(dropout_key, count)
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch, key)
         loss = jnp.where(jnp.isfinite(optax.tree.norm(grads)), loss, jnp.nan)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state, state.step + 1), loss
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return TrainState(optax.apply_updates(params, updates), opt_state, count + 1), loss
 
-    holder.fn = jax.jit(step, donate_argnums=0)
+    jitted = jax.jit(step, donate_argnums=(1, 2) if jax.default_backend() == "cpu" else (0, 1, 2))
+    holder.fn = lambda state, batch: jitted(*state, batch)
     return holder
 
 
