@@ -415,7 +415,8 @@ def compare(dataset: str, data_dir, *, quick: bool = False, out_dir=RESULTS_DIR,
                 record["selected_point"] = point
                 record["summary"] = summarise([r["test"] for r in record["runs"] if r["selected"]])
                 save_record(path, task, entrant.name, record, dataset=dataset, quick=quick, seeds=seeds)
-                log(f"{dataset} {task} {entrant.name} seed {seed}: {record['runs'][-1]['test']}")
+                selected = [r for r in record["runs"] if r["selected"]][-1]  # seed 0: the chosen point, not the last tried
+                log(f"{dataset} {task} {entrant.name} seed {seed}: {selected['test']}")
     return write_report(dataset, out_dir)
 
 
