@@ -197,10 +197,11 @@ class Conv4Rec(nn.Module):
         if self._folds_output_conv():
             folded = mix_middle(self.output_conv.T, kernel).reshape(m * self.n_channels, d)
             logits = contract("bd,xd->bx", h, folded, precision=self.matmul_precision)
-            return (logits.reshape(-1, m, self.n_channels) + (mix_last(bias, self.output_conv) + out_bias)
-                    + self.row_offset(h)[:, None, :])
-        y = contract("bd,xd->bx", h, kernel.reshape(m * k_out, d), precision=self.matmul_precision)
-        return self._output_conv(y.reshape(-1, m, k_out) + bias) + out_bias + self.row_offset(h)[:, None, :]
+            logits = logits.reshape(-1, m, self.n_channels) + (mix_last(bias, self.output_conv) + out_bias)
+        else:
+            y = contract("bd,xd->bx", h, kernel.reshape(m * k_out, d), precision=self.matmul_precision)
+            logits = self._output_conv(y.reshape(-1, m, k_out) + bias) + out_bias
+        return logits + self.row_offset(h)[:, None, :]
 
     def entry_logits(self, h_entries, cols):
         """Logits (T, C) of row code h_entries[t] at column cols[t]: the observed entries only."""
