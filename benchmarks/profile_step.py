@@ -18,10 +18,6 @@ from pathlib import Path
 
 from benchmarks.bench_train import VARIANTS, BenchSpec, JaxVariant, Workload
 
-# Trace events that are bookkeeping, not work: thread and process names, host-side Python frames.
-_SKIPPED_PHASES = {"M"}
-
-
 def op_times(trace: dict, *, device: str) -> dict[tuple[str, str], float]:
     """Total duration (µs) per (thread, operation) on the device's threads (GPU streams and the
     profiler's op and module lines, which overlap one another, or XLA's CPU executor threads);
@@ -32,7 +28,7 @@ def op_times(trace: dict, *, device: str) -> dict[tuple[str, str], float]:
                  if e.get("ph") == "M" and e.get("name") == "process_name"}
     totals: dict[tuple[str, str], float] = collections.defaultdict(float)
     for event in trace["traceEvents"]:
-        if event.get("ph") in _SKIPPED_PHASES or "dur" not in event:
+        if event.get("ph") == "M" or "dur" not in event:  # metadata: process and thread names
             continue
         process = processes.get(event["pid"], "")
         thread = names.get((event["pid"], event.get("tid")), "")
@@ -92,7 +88,7 @@ def main(argv=None) -> int:
     for thread in sorted({t for t, _ in per_step}, key=lambda t: -sum(v for (u, _), v in per_step.items() if u == t)):
         ops = {name: us for (t, name), us in per_step.items() if t == thread}
         total = sum(ops.values())
-        print(f"\n{thread}: {total / 1e3:.2f} ms/step summed over {len(ops)} ops (ops may overlap on CPU threads)")
+        print(f"\n{thread}: {total / 1e3:.2f} ms/step summed over {len(ops)} ops")
         print(f"{'ms/step':>9} {'share':>6}  op")
         for name, us in sorted(ops.items(), key=lambda item: -item[1])[:args.top]:
             print(f"{us / 1e3:9.3f} {us / total:6.1%}  {name[:110]}")
