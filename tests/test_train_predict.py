@@ -14,7 +14,7 @@ from convae_jax.io import load_model, save_model
 from convae_jax.model import build_model, init_params
 from convae_jax.predict import FittedModel
 from convae_jax.rank import ranking_scores, seen_mask
-from convae_jax.train import TrainState, fit, make_loss_fn, make_optimizer, make_train_step
+from convae_jax.train import TrainState, _usable, fit, make_loss_fn, make_optimizer, make_train_step
 
 
 def quick_config(orientation="item", **train):
@@ -62,6 +62,16 @@ def test_jit_step_equals_unjitted_loss(small_data):
         eager = loss_fn(params, batch, key)
     np.testing.assert_allclose(jax.jit(loss_fn)(params, batch, key), eager, rtol=1e-5)
     assert np.all(np.isfinite(jax.tree_util.tree_leaves(jax.grad(loss_fn)(params, batch, key))[0]))
+
+
+@pytest.mark.parametrize("bad, usable", [(1e18, True), (-1e18, True), (2e19, False), (-2e19, False),
+                                         (np.inf, False), (-np.inf, False), (np.nan, False)])
+def test_step_guard_flags_gradients_adam_cannot_square(bad, usable):
+    """Adam's second moment of |g| > sqrt(float32 max) ~ 1.8e19 is inf, which freezes the weight:
+    the step's guard treats it like a NaN or inf gradient."""
+    grads = {"a": jax.numpy.ones((3, 4)), "b": {"c": jax.numpy.zeros(5).at[2].set(bad)}}
+    assert bool(_usable(grads)) is usable
+    assert bool(jax.numpy.isfinite(jax.numpy.square(jax.numpy.float32(bad)))) is usable
 
 
 def test_same_seed_same_model_different_seed_differs(small_data):
