@@ -48,6 +48,7 @@ class TrainConfig:
     select_metric: str = "rmse"  # validation metric that picks the epoch: "rmse" or "nll"
     seed: int = 0  # root of every random stream of the run (split, init, dropout, shuffling)
     progress: bool = True  # show a progress bar
+    weight_average: float = 0.0  # decay of an exponential moving average of the weights after each update (0: off); when on, validation and the returned model read the average
     checkpoint_every: int = 1  # epochs between checkpoints when fit writes them (the last epoch always gets one); >= 1
 
 
@@ -91,6 +92,7 @@ class Config:
             (t.max_epochs >= 1 and t.patience >= 1, "train.max_epochs and train.patience must be >= 1"),
             (0.0 <= t.validation_fraction < 1.0, "train.validation_fraction must lie in [0, 1)"),
             (t.select_metric in ("rmse", "nll"), "train.select_metric must be 'rmse' or 'nll'"),
+            (0.0 <= t.weight_average < 1.0, "train.weight_average must lie in [0, 1)"),
             (t.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
             (0.0 < e.test_fraction < 1.0, "eval.test_fraction must lie in (0, 1)"),
             (len(e.ks) >= 1 and all(k >= 1 for k in e.ks), "eval.ks must be positive cut-offs"),

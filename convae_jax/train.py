@@ -44,8 +44,36 @@ class TrainStep:
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
-    """Adam on the loss that already carries the L2 penalty (SPEC §3 prototype: L2 0.1, Adam 1e-3)."""
-    return optax.adam(config.train.learning_rate)
+    """Adam on the loss that already carries the L2 penalty (SPEC §3 prototype: L2 0.1, Adam 1e-3),
+    followed, with `train.weight_average`, by the moving average of the weights it produces."""
+    adam = optax.adam(config.train.learning_rate)
+    decay = config.train.weight_average
+    return optax.chain(adam, weight_average(decay)) if decay else adam
+
+
+class WeightAverage(NamedTuple):
+    average: dict
+
+
+def weight_average(decay: float) -> optax.GradientTransformation:
+    """Leaves the updates alone and keeps average ← decay·average + (1 − decay)·weights after
+    each update (Polyak–Ruppert averaging, started from the initial weights). Kept in the optimiser
+    state, so checkpoints and resumption carry it like Adam's moments."""
+    def init(params):
+        return WeightAverage(jax.tree_util.tree_map(jnp.array, params))
+
+    def update(updates, state, params):
+        weights = optax.apply_updates(params, updates)
+        average = jax.tree_util.tree_map(lambda a, w: decay * a + (1.0 - decay) * w, state.average, weights)
+        return updates, WeightAverage(average)
+
+    return optax.GradientTransformation(init, update)
+
+
+def evaluated_weights(state: TrainState, config: Config) -> dict:
+    """The weights that validation scores and `fit` returns: the moving average with
+    `train.weight_average`, else the trained weights themselves."""
+    return state.opt_state[1].average if config.train.weight_average else state.params
 
 
 def make_loss_fn(*, model: Conv4Rec, config: Config, batch_rows: int):
@@ -184,7 +212,8 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
         saving = checkpoints is not None and (epoch % tc.checkpoint_every == 0 or epoch == tc.max_epochs)
         # The whole state comes to the host only when it is checkpointed anyway.
         host = jax.device_get(state if saving else TrainState(state.params, None, None))
-        batch_losses, params = np.asarray(jax.device_get(batch_losses)), host.params
+        batch_losses = np.asarray(jax.device_get(batch_losses))
+        params = jax.device_get(evaluated_weights(state, config)) if tc.weight_average else host.params
         _guard_divergence(batch_losses, host, epoch=epoch, first_step=first_step, checkpoints=checkpoints)
         train_loss = float(np.mean(batch_losses))
         seconds = time.perf_counter() - start

@@ -14,7 +14,8 @@ from convae_jax.io import load_model, save_model
 from convae_jax.model import build_model, init_params
 from convae_jax.predict import FittedModel
 from convae_jax.rank import ranking_scores, seen_mask
-from convae_jax.train import TrainState, _usable, fit, make_loss_fn, make_optimizer, make_train_step
+from convae_jax.train import (TrainState, _usable, evaluated_weights, fit, make_loss_fn, make_optimizer,
+                              make_train_step)
 
 
 def quick_config(orientation="item", **train):
@@ -62,6 +63,46 @@ def test_jit_step_equals_unjitted_loss(small_data):
         eager = loss_fn(params, batch, key)
     np.testing.assert_allclose(jax.jit(loss_fn)(params, batch, key), eager, rtol=1e-5)
     assert np.all(np.isfinite(jax.tree_util.tree_leaves(jax.grad(loss_fn)(params, batch, key))[0]))
+
+
+def test_weight_average_is_the_moving_average_of_the_trajectory(small_data):
+    """With train.weight_average = 0.5, the average after t steps is 0.5^t·w0 + Σ 0.5^(t−s+1)·w_s,
+    the step's weights are those Adam alone gives, and fit returns the average."""
+    cfg = quick_config(weight_average=0.5)
+    matrix = RowMatrix.from_interactions(small_data, orientation="item")
+    module = build_model(cfg.model, n_cols=matrix.n_cols, n_channels=small_data.n_channels)
+    params = init_params(module, jax.random.key(0))
+    batches = list(iterate_batches(matrix, np.arange(matrix.n_rows), batch_rows=32, budget=entry_budget(matrix.lengths, 32)))[:3]
+
+    def run(config):
+        tx = make_optimizer(config)
+        state = TrainState(params, tx.init(params), jax.numpy.zeros((), jax.numpy.int32))
+        step = make_train_step(model=module, tx=tx, config=config, dropout_key=jax.random.key(1))
+        trajectory = [state.params]
+        for batch in batches:
+            state, _ = step(state, batch)
+            trajectory.append(state.params)
+        return state, trajectory
+
+    averaged, trajectory = run(cfg)
+    plain, plain_trajectory = run(quick_config())
+    expected = trajectory[0]["decoder_kernel"]
+    for weights in trajectory[1:]:
+        expected = 0.5 * expected + 0.5 * weights["decoder_kernel"]
+    np.testing.assert_allclose(evaluated_weights(averaged, cfg)["decoder_kernel"], expected, rtol=1e-6)
+    np.testing.assert_array_equal(averaged.params["decoder_kernel"], plain.params["decoder_kernel"])
+    assert not np.allclose(expected, averaged.params["decoder_kernel"])
+    assert evaluated_weights(plain, quick_config()) is plain.params
+
+    model = fit(small_data, quick_config(weight_average=0.9, max_epochs=2, patience=2))
+    trained = fit(small_data, quick_config(max_epochs=2, patience=2))
+    assert not np.allclose(model.params["decoder_kernel"], trained.params["decoder_kernel"])
+
+
+@pytest.mark.parametrize("decay", [1.0, -0.1])
+def test_weight_average_outside_0_1_is_refused(decay):
+    with pytest.raises(ConvaeError, match="weight_average"):
+        quick_config(weight_average=decay).validate()
 
 
 @pytest.mark.parametrize("bad, usable", [(1e18, True), (-1e18, True), (2e19, False), (-2e19, False),
