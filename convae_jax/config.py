@@ -13,6 +13,9 @@ from convae_jax.errors import ConfigError
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "selu", "identity")
 MATMUL_PRECISIONS = ("default", "float32", "tensorfloat32", "bfloat16")
 DECODER_FOLDS = ("auto", "always", "never")
+# Validation metrics that can pick the epoch, lower is better: the rating metrics of held-out pairs,
+# or the negated NDCG@100 of held-out users, which only a ranking scorer passed to `fit` returns.
+SELECT_METRICS = ("rmse", "nll", "neg_ndcg@100")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +48,7 @@ class TrainConfig:
     max_epochs: int = 150  # upper bound on epochs
     patience: int = 15  # epochs without validation improvement before stopping
     validation_fraction: float = 0.05  # share of training interactions held out for early stopping, in [0, 1)
-    select_metric: str = "rmse"  # validation metric that picks the epoch: "rmse" or "nll"
+    select_metric: str = "rmse"  # validation metric that picks the epoch (lower is better), one of SELECT_METRICS
     seed: int = 0  # root of every random stream of the run (split, init, dropout, shuffling)
     progress: bool = True  # show a progress bar
     weight_average: float = 0.0  # decay of an exponential moving average of the weights after each update (0: off); when on, validation and the returned model read the average
@@ -91,7 +94,7 @@ class Config:
             (t.batch_rows >= 1, "train.batch_rows must be >= 1"),
             (t.max_epochs >= 1 and t.patience >= 1, "train.max_epochs and train.patience must be >= 1"),
             (0.0 <= t.validation_fraction < 1.0, "train.validation_fraction must lie in [0, 1)"),
-            (t.select_metric in ("rmse", "nll"), "train.select_metric must be 'rmse' or 'nll'"),
+            (t.select_metric in SELECT_METRICS, f"train.select_metric must be one of {SELECT_METRICS}"),
             (0.0 <= t.weight_average < 1.0, "train.weight_average must lie in [0, 1)"),
             (t.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
             (0.0 < e.test_fraction < 1.0, "eval.test_fraction must lie in (0, 1)"),

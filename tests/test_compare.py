@@ -102,3 +102,20 @@ def test_cli_compare_quick_writes_json_table_and_plot(tmp_path, capsys):
         assert sum(r["selected"] for r in record["runs"]) == 1
     assert "item-mean" in (tmp_path / "coat.md").read_text()
     assert (tmp_path / "coat.png").stat().st_size > 1000
+
+
+def test_user_rows_keep_the_epoch_whose_validation_users_rank_best(monkeypatch):
+    """Strong generalization, user rows: every epoch is scored by the validation users' NDCG@100
+    (as Mult-DAE/VAE are), and the returned model is the best epoch's: its validation score is the
+    curve's maximum."""
+    split = compare._task_split("ml-100k", None, dataset_dir("ml-100k"), seed=0, quick=True)
+    fitted = []
+    real_fit = compare.fit
+    monkeypatch.setattr(compare, "fit", lambda *a, **k: fitted.append(real_fit(*a, **k)) or fitted[-1])
+    point = {"preset": "testing", "overrides": ("model.orientation='user'", "train.max_epochs=4", "train.patience=4")}
+    val_score, test = compare._run_conv4rec_ratings(split, point, 0)
+    model = fitted[0]
+    curve = [-r.validation["neg_ndcg@100"] for r in model.history]
+    assert model.config.train.select_metric == "neg_ndcg@100" and len(curve) == 4
+    assert val_score == pytest.approx(max(curve), abs=1e-9)
+    assert len(set(np.round(curve, 6))) > 1 and 0 < test["ndcg@100"] < 1
