@@ -1,13 +1,17 @@
-"""The benchmark's own arithmetic and data: the parameter count and floor of an epoch, and the
-shaped synthetic datasets (the timings themselves are not tests)."""
+"""The benchmark's own arithmetic and data: the parameter count and floor of an epoch, the
+shaped synthetic datasets, and variants run in their own process (the timings themselves are not
+tests)."""
 
 from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 
 from benchmarks import floors, profile_step
+from benchmarks.bench_train import BenchSpec, RemoteVariant, Workload, make_variant
 from benchmarks.shapes import Shape, shaped_synthetic
+from conftest import dataset_dir
 from convae_jax import config as config_lib
 from convae_jax.model import build_model, init_params
 
@@ -54,3 +58,21 @@ def test_step_profile_sums_device_ops_per_stream():
               {"ph": "X", "pid": 2, "tid": 3, "name": "PjitFunction(step)", "dur": 40.0}]
     totals = profile_step.op_times({"traceEvents": meta + events}, device="gpu")
     assert totals == {("Stream #7", "gemm"): 8.0, ("Stream #7", "loop_add_fusion"): 1.5}
+
+
+def test_a_variant_in_its_own_process_trains_exactly_as_in_this_one():
+    """Same spec, same data, batches, weights and dropout stream: the remote epoch's loss and the
+    trained weights are those of the in-process variant; a failure there comes back as an error."""
+    spec = BenchSpec(shape="ml-100k", batch_rows=128, variants=("jax-fp32",), hidden=16, max_steps=2,
+                     infer_users=64, data_dir=str(dataset_dir("ml-100k").parent))
+    local, remote = make_variant("jax-fp32", Workload(spec)), RemoteVariant(spec, "jax-fp32")
+    try:
+        local.warm_up(), remote.warm_up()
+        local_loss, remote_loss = local.epoch()[1], remote.epoch()[1]
+        np.testing.assert_allclose(remote_loss, local_loss, rtol=1e-6)
+        np.testing.assert_allclose(remote.params()["decoder_kernel"], local.params()["decoder_kernel"], rtol=1e-6)
+        np.testing.assert_array_equal(remote.infer(local.params())[2], local.infer(local.params())[2])
+    finally:
+        remote.close()
+    with pytest.raises(RuntimeError, match="building torch-fast failed in its process"):
+        RemoteVariant(BenchSpec(shape="no-such-shape", batch_rows=8, variants=("torch-fast",)), "torch-fast")
