@@ -130,8 +130,8 @@ def test_fast_bf16_autocast_tracks_fp32(setup):
     batch = tb.TorchBatch.of(batches[0])
     model = tb.build("fast", arch, params=params)
     options = dict(rating_weight=config.model.rating_weight, l2=config.train.l2)
-    fp32 = float(tb.fast_loss(model, batch, **options))
-    bf16 = float(tb.fast_loss(model, batch, autocast_dtype=torch.bfloat16, **options))
+    fp32 = float(tb.fast_loss(model, batch, **options).detach())
+    bf16 = float(tb.fast_loss(model, batch, autocast_dtype=torch.bfloat16, **options).detach())
     assert bf16 != fp32
     np.testing.assert_allclose(bf16, fp32, rtol=1e-2)
 
