@@ -4,8 +4,8 @@ Every variant trains the same model (user rows, one hidden layer, the config's l
 Adam) from the same initial weights on the same pre-packed batches, staged on the device before
 the clock starts. Per variant: warm-up (first step, compilation included) timed apart; then
 epochs, interleaved across variants (round robin, start rotated each round) so that load on a
-shared machine hits all of them alike, on a CPU each variant in its own process (`RemoteVariant`); the median epoch, users/s and interactions/s; the final
-epoch's mean loss against jax-fp32's (so a fast wrong run cannot win); peak memory from a
+shared machine hits all of them alike, on a CPU each variant in its own process (`RemoteVariant`);
+the median epoch, users/s and interactions/s; the final epoch's mean loss against jax-fp32's (so a fast wrong run cannot win); peak memory from a
 separate probe process per variant; and inference, the top-K unseen items of up to 10,000 users
 with jax-fp32's trained weights loaded into every variant, checked by overlap with jax-fp32's
 lists. With `max_steps`, an "epoch" is the first `max_steps` batches and s/epoch is projected
@@ -382,8 +382,8 @@ def run_cell(spec: BenchSpec, *, memory: bool = True, log=print) -> dict:
 
     if spec.interleave:
         # GPU variants stay in this process: one process per variant would each claim device memory.
-        build = (lambda name: RemoteVariant(spec, name)) if spec.device == "cpu" else (lambda name: make_variant(name, work))
-        variants = {name: build(name) for name in order}
+        remote = spec.device == "cpu"
+        variants = {name: RemoteVariant(spec, name) if remote else make_variant(name, work) for name in order}
         for name in order:
             measure(name, variants[name])
         for round_ in range(spec.epochs):
@@ -397,8 +397,8 @@ def run_cell(spec: BenchSpec, *, memory: bool = True, log=print) -> dict:
         for name in order:
             _record_inference(results[name], variants[name], ref_params)
             log(f"  {name}: top-{spec.top_k} of {work.infer_users} users in {results[name]['infer_seconds']:.2f}s")
-        for variant in variants.values():
-            if isinstance(variant, RemoteVariant):
+        if remote:
+            for variant in variants.values():
                 variant.close()
         del variants
     else:

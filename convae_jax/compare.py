@@ -298,9 +298,11 @@ def _run_conv4rec_ratings(split: StrongSplit, point: dict, seed: int):
                                               fold_in=split.val_ratings_fold_in, target=c.val_target)["ndcg@100"]
 
     if config.model.orientation == "user":
+        def negated_ndcg(snapshot: FittedModel, _) -> dict:
+            return {"neg_ndcg@100": -validation_ndcg(Conv4RecFoldIn(snapshot, "like"))}
+
         config = config.override(["train.select_metric='neg_ndcg@100'"])
-        fitted = fit(split.ratings_train, config, validation=split.val_ratings_fold_in,
-                     validation_metrics=lambda snapshot, _: {"neg_ndcg@100": -validation_ndcg(Conv4RecFoldIn(snapshot, "like"))})
+        fitted = fit(split.ratings_train, config, validation=split.val_ratings_fold_in, validation_metrics=negated_ndcg)
     else:
         fitted = fit(split.ratings_train, config)
     model = Conv4RecFoldIn(fitted, "like")

@@ -51,7 +51,7 @@ class TrainConfig:
     select_metric: str = "rmse"  # validation metric that picks the epoch (lower is better), one of SELECT_METRICS
     seed: int = 0  # root of every random stream of the run (split, init, dropout, shuffling)
     progress: bool = True  # show a progress bar
-    weight_average: float = 0.0  # decay of an exponential moving average of the weights after each update (0: off); when on, validation and the returned model read the average
+    weight_average: float = 0.0  # decay d in [0, 1) of a moving average of the weights after each update (0: off); validation and the returned model read it
     checkpoint_every: int = 1  # epochs between checkpoints when fit writes them (the last epoch always gets one); >= 1
 
 

@@ -72,7 +72,8 @@ def test_weight_average_is_the_moving_average_of_the_trajectory(small_data):
     matrix = RowMatrix.from_interactions(small_data, orientation="item")
     module = build_model(cfg.model, n_cols=matrix.n_cols, n_channels=small_data.n_channels)
     params = init_params(module, jax.random.key(0))
-    batches = list(iterate_batches(matrix, np.arange(matrix.n_rows), batch_rows=32, budget=entry_budget(matrix.lengths, 32)))[:3]
+    budget = entry_budget(matrix.lengths, 32)
+    batches = list(iterate_batches(matrix, np.arange(matrix.n_rows), batch_rows=32, budget=budget))[:3]
 
     def run(config):
         tx = make_optimizer(config)
