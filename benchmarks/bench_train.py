@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convae_jax.machine import cpu_model
+from convae_jax.machine import cpu_model, reuse_freed_memory
 
 VARIANTS = {
     # name: (framework, flavour, precision, compiled); JAX's flavour is its model.decoder_fold
@@ -283,7 +283,11 @@ class RemoteVariant:
 
 
 def _serve_variant(spec: BenchSpec, name: str, conn) -> None:
-    """The remote side of `RemoteVariant`: builds the variant, then answers calls until "close"."""
+    """The remote side of `RemoteVariant`: builds the variant, then answers calls until "close".
+    Every variant, torch or JAX, runs under the allocator setting of CPU training
+    (`reuse_freed_memory`): both gain from it (ML-100K, batch 128: torch compiled 1.13 -> 0.91-0.99
+    s/epoch, JAX 1.18-1.31 -> 1.06-1.08)."""
+    reuse_freed_memory()
     try:
         variant = make_variant(name, Workload(spec))
         conn.send((True, None))

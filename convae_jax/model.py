@@ -54,10 +54,15 @@ bf16_einsum.defvjp(_bf16_einsum_fwd, _bf16_einsum_bwd)
 
 # The encoder builds a dense (rows, n·C) input and multiplies it by the table A·W_enc when that input
 # has at most this many cells per observed entry; sparser batches gather the table's rows instead.
-# On a 2-core CPU, XLA gathered (and scatter-added back) about 0.5 G elements/s against about 55 G
-# GEMM multiply-adds/s, so one gathered element costs about 100 cells of the dense product; 128
-# keeps ML-100K/ML-1M-sized batches dense (about 60–100 cells per entry) and ML-20M-sized ones sparse.
-DENSE_INPUT_MAX_CELLS_PER_ENTRY = 128
+# Measured on a 2-core CPU under `reuse_freed_memory`, epochs of both paths interleaved in one
+# process (s/epoch, medians of 10 rounds at ML-100K, 5 at the ML-1M shape):
+# - ML-100K batches, 63 cells per entry: gathering wins, 0.85 against 0.99 (batch 128), 0.51
+#   against 0.54 (batch 512);
+# - ML-1M-shaped batches, 91 cells per entry: gathering wins at batch 128 (3.08 against 3.29) and
+#   loses at batch 512 (8.75 against 7.39).
+# Without that allocator setting the gather's scatter-add buffers fault in afresh every step and
+# the dense path wins at 63 (1.02 against 1.33).
+DENSE_INPUT_MAX_CELLS_PER_ENTRY = 80
 
 
 @jax.custom_vjp
@@ -159,9 +164,9 @@ class Conv4Rec(nn.Module):
           handful of entries (one-user fold-in), when T·k <= n·C;
         - dense: the table M = A·W_enc (n, C, d) once, and the counts scattered into a dense
           (n_rows, n·C) input X, then one GEMM X·M: O(n·C·k·d + n_rows·n·C·d), when X has at most
-          DENSE_INPUT_MAX_CELLS_PER_ENTRY cells per entry (ML-100K- and ML-1M-sized batches);
+          DENSE_INPUT_MAX_CELLS_PER_ENTRY cells per entry (ML-1M-sized batches);
         - sparse: the same table, rows M[col, channel] gathered per entry and summed per row:
-          O(n·C·k·d + T·d), for sparser batches (large catalogues).
+          O(n·C·k·d + T·d), for sparser batches (ML-100K- and ML-20M-sized ones).
         """
         c, n, d = self.n_channels, self.n_cols, self.hidden[0]
         n_entries = segment.shape[0]

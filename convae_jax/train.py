@@ -21,6 +21,7 @@ from convae_jax.data.batches import RowBatch, RowMatrix, entry_budget, iterate_b
 from convae_jax.data.interactions import Interactions
 from convae_jax.data.splits import holdout_interactions
 from convae_jax.errors import CheckpointError, ConvaeError, TrainingDiverged
+from convae_jax.machine import reuse_freed_memory
 from convae_jax.metrics import rating_metrics
 from convae_jax.model import Conv4Rec, build_model, init_params, weight_names
 from convae_jax.predict import FittedModel
@@ -175,6 +176,8 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
     """
     config = config.validate()
     tc = config.train
+    if jax.default_backend() == "cpu":
+        reuse_freed_memory()
     if train.nnz == 0:
         raise ConvaeError("cannot train on an empty set of interactions")
     full_train = train
