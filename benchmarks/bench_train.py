@@ -52,6 +52,7 @@ VARIANT_SETS = {
             "torch-fast-compiled", "torch-fast-bf16-compiled"),
 }
 REFERENCE = "jax-fp32"
+CPU_ALLOCATOR = "glibc malloc keeping freed memory (convae_jax.machine.reuse_freed_memory) in every variant's process"
 LOSS_RTOL = 0.02  # final-epoch losses of differently seeded dropout streams agree to 2% (see README)
 
 
@@ -488,6 +489,8 @@ def _record_inference(record: dict, variant, params) -> None:
 
 def machine_info(device: str) -> dict:
     info = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
+    if device == "cpu":
+        info["allocator"] = CPU_ALLOCATOR
     if device == "gpu":
         import torch
         info["gpu"] = torch.cuda.get_device_name()

@@ -19,7 +19,8 @@ def markdown(records: list[dict]) -> str:
     first = records[0]
     lines = [f"# Training benchmark: {first['machine'].get('gpu', first['machine']['cpu'])}", "",
              f"Machine: {first['machine']['cpu']}, {first['machine']['cores']} cores"
-             + (f", GPU {first['machine']['gpu']}" if "gpu" in first["machine"] else "") + ".  ",
+             + (f", GPU {first['machine']['gpu']}" if "gpu" in first["machine"] else "")
+             + (f"; {first['machine']['allocator']}" if "allocator" in first["machine"] else "") + ".  ",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in first["versions"].items()) + ".  ",
              "Commands: " + "; ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in records)), "",
              summary(records), ""]
