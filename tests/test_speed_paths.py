@@ -17,7 +17,7 @@ from convae_jax.data.batches import RowMatrix, entry_budget, iterate_batches
 from convae_jax.errors import ConfigError
 from convae_jax import model as model_lib
 from convae_jax.model import Conv4Rec, build_model, init_params, mix_middle_dm_batched, mix_middle_dm_fused
-from convae_jax.train import make_loss_fn
+from convae_jax.train import TrainState, make_loss_fn, make_optimizer, make_train_step
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +115,21 @@ def test_mix_middle_weight_gradient_forms_agree():
     g = jax.random.normal(jax.random.key(0), (50, 10, 30))
     w = jax.random.normal(jax.random.key(1), (50, 8, 30))
     np.testing.assert_allclose(mix_middle_dm_batched(g, w), mix_middle_dm_fused(g, w), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("weight_average", [0.0, 0.9])
+def test_the_step_updates_the_optimiser_state_in_place(setup, weight_average):
+    """Donated Adam moments (and the weight average) are written back into their own buffers: no
+    array of W_enc's or W_dec's shape is copied in the compiled step. With the parameters first among the
+    outputs, JAX paired the new parameters with the moments' buffers and XLA copied the moments."""
+    config, matrix, model, params, batch = setup
+    config = config.override([f"train.weight_average={weight_average}"])
+    tx = make_optimizer(config)
+    state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+    step = make_train_step(model=model, tx=tx, config=config, dropout_key=jax.random.key(1))
+    weight_shapes = {",".join(map(str, w.shape)) for w in jax.tree_util.tree_leaves(params) if w.ndim == 3}  # W_enc, W_dec
+    copies = [line for line in step.compiled_text(state, batch).splitlines()
+              if " copy(" in line and any(f"[{shape}]" in line.split("copy(")[0] for shape in weight_shapes)]
+    assert copies == []
+    new_state, loss = step(state, batch)
+    assert np.isfinite(float(loss)) and int(new_state.step) == 1
