@@ -55,14 +55,15 @@ bf16_einsum.defvjp(_bf16_einsum_fwd, _bf16_einsum_bwd)
 # The encoder builds a dense (rows, n·C) input and multiplies it by the table A·W_enc when that input
 # has at most this many cells per observed entry; sparser batches gather the table's rows instead.
 # Measured on a 2-core CPU under `reuse_freed_memory`, epochs of both paths interleaved in one
-# process (s/epoch, medians of 10 rounds at ML-100K, 5 at the ML-1M shape):
+# process (s/epoch or s per timed steps, medians of 6–10 rounds):
 # - ML-100K batches, 63 cells per entry: gathering wins, 0.85 against 0.99 (batch 128), 0.51
 #   against 0.54 (batch 512);
-# - ML-1M-shaped batches, 91 cells per entry: gathering wins at batch 128 (3.08 against 3.29) and
-#   loses at batch 512 (8.75 against 7.39).
+# - ML-1M-shaped batches, 91 cells per entry: gathering wins at batch 128 (2.12 against 2.22 s
+#   for 8 steps, faster in 5 of 6 rounds) and ties at batch 512 (2.48 against 2.47 s, 4 steps).
 # Without that allocator setting the gather's scatter-add buffers fault in afresh every step and
-# the dense path wins at 63 cells per entry (1.02 against 1.33 at batch 128).
-DENSE_INPUT_MAX_CELLS_PER_ENTRY = 80
+# the dense path wins at 63 cells per entry (1.02 against 1.33 at batch 128). Below 63 nothing was
+# measured; 32 keeps the dense GEMM for batches much denser than any MovieLens one.
+DENSE_INPUT_MAX_CELLS_PER_ENTRY = 32
 
 
 @jax.custom_vjp
@@ -164,9 +165,9 @@ class Conv4Rec(nn.Module):
           handful of entries (one-user fold-in), when T·k <= n·C;
         - dense: the table M = A·W_enc (n, C, d) once, and the counts scattered into a dense
           (n_rows, n·C) input X, then one GEMM X·M: O(n·C·k·d + n_rows·n·C·d), when X has at most
-          DENSE_INPUT_MAX_CELLS_PER_ENTRY cells per entry (ML-1M-sized batches);
+          DENSE_INPUT_MAX_CELLS_PER_ENTRY cells per entry (denser than MovieLens batches);
         - sparse: the same table, rows M[col, channel] gathered per entry and summed per row:
-          O(n·C·k·d + T·d), for sparser batches (ML-100K- and ML-20M-sized ones).
+          O(n·C·k·d + T·d), for sparser batches (ML-100K-, ML-1M- and ML-20M-sized ones).
         """
         c, n, d = self.n_channels, self.n_cols, self.hidden[0]
         n_entries = segment.shape[0]
