@@ -36,7 +36,8 @@ class TrainState(NamedTuple):
 @dataclasses.dataclass
 class TrainStep:
     """The jitted update `(state, batch) -> (state, loss)`; `traces` counts how often it was traced.
-    `compiled_text(state, batch)` is the optimised HLO of the step, for profiling and tests."""
+    `compiled_text(state, batch)` is the optimised HLO of the step, for profiling and tests (it
+    traces the step once more, which `traces` counts)."""
 
     fn: Callable
     traces: int = 0
