@@ -4,6 +4,7 @@ import dataclasses
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from convae_jax import config as config_lib
@@ -111,8 +112,11 @@ def test_weight_average_outside_0_1_is_refused(decay):
 def test_step_guard_flags_gradients_adam_cannot_square(bad, usable):
     """Adam's second moment of |g| > sqrt(float32 max) ~ 1.8e19 is inf, which freezes the weight:
     the step's guard treats it like a NaN or inf gradient."""
+    params = {"a": jax.numpy.ones((3, 4)), "b": {"c": jax.numpy.ones(5)}}
     grads = {"a": jax.numpy.ones((3, 4)), "b": {"c": jax.numpy.zeros(5).at[2].set(bad)}}
-    assert bool(_usable(grads)) is usable
+    tx = optax.adam(1e-3)
+    _, state = tx.update(grads, tx.init(params), params)
+    assert bool(_usable(optax.tree_utils.tree_get(state, "nu"))) is usable
     assert bool(jax.numpy.isfinite(jax.numpy.square(jax.numpy.float32(bad)))) is usable
 
 
