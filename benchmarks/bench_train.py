@@ -283,7 +283,7 @@ class RemoteVariant:
         self._process.join(timeout=60)
 
 
-def _set_up_process(spec: BenchSpec) -> None:
+def set_up_process(spec: BenchSpec) -> None:
     """On a CPU every process that builds a variant, torch or JAX, timed or memory-probed, runs
     under the allocator setting of CPU training (`reuse_freed_memory`), as `CPU_ALLOCATOR` records.
     Both frameworks gain from it (ML-100K, batch 128: compiled torch 1.13 -> 0.91-0.99 s/epoch,
@@ -294,7 +294,7 @@ def _set_up_process(spec: BenchSpec) -> None:
 
 def _serve_variant(spec: BenchSpec, name: str, conn) -> None:
     """The remote side of `RemoteVariant`: builds the variant, then answers calls until "close"."""
-    _set_up_process(spec)
+    set_up_process(spec)
     try:
         variant = make_variant(name, Workload(spec))
         conn.send((True, None))
@@ -336,7 +336,7 @@ def probe_memory(spec: BenchSpec, name: str) -> float | None:
 
 
 def _probe_main(name: str, spec: BenchSpec) -> None:
-    _set_up_process(spec)
+    set_up_process(spec)
     work = Workload(spec)
     status = Path("/proc/self/status")
     if spec.device == "cpu":
@@ -375,7 +375,7 @@ def run_cell(spec: BenchSpec, *, memory: bool = True, log=print) -> dict:
     unknown = set(spec.variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants {sorted(unknown)}; expected some of {sorted(VARIANTS)}")
-    _set_up_process(spec)  # for the variants built in this process (sequential runs)
+    set_up_process(spec)  # for the variants built in this process (sequential runs)
     load = [os.getloadavg()[0]]
     work = Workload(spec)
     log(f"[{spec.shape} b={spec.batch_rows}] {work.rows_per_epoch} rows, {work.data.nnz} interactions, "

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_train import VARIANTS, BenchSpec, JaxVariant, Workload, _set_up_process
+from benchmarks.bench_train import VARIANTS, BenchSpec, JaxVariant, Workload, set_up_process
 
 def op_times(trace: dict, *, device: str) -> dict[tuple[str, str], float]:
     """Total duration (µs) per (thread, operation) on the device's threads (GPU streams and the
@@ -54,7 +54,7 @@ def profile(spec: BenchSpec, variant: str, *, steps: int) -> tuple[float, dict[t
     import jax
 
     _, flavour, precision, _ = VARIANTS[variant]
-    _set_up_process(spec)  # the allocator the benchmark's processes run under
+    set_up_process(spec)  # the allocator the benchmark's processes run under
     runner = JaxVariant(Workload(spec), precision, flavour)
     runner.warm_up()
     walls = []
