@@ -138,6 +138,7 @@ class Conv4Rec(nn.Module):
     encoder_activation: str = "tanh"
     decoder_activation: str = "identity"
     decoder_fold: str = "auto"
+    input_norm: str = "none"
     row_offsets: bool = False
     matmul_precision: str = "default"
 
@@ -157,8 +158,11 @@ class Conv4Rec(nn.Module):
         if self.row_offsets:
             self.row_offset_kernel = self.param("row_offset_kernel", nn.initializers.zeros, (d_last, c))
 
-    def encode(self, segment, col, channel, count, n_rows: int):
+    def encode(self, segment, col, channel, count, n_rows: int, norm_count=None):
         """Row codes h (n_rows, d) from entries (T,); entries with segment == n_rows are padding.
+        With `input_norm="l2"` each row's input is divided by the L2 norm of its entries'
+        `norm_count` (default `count`): training passes the counts before dropout, so that a row's
+        scale does not depend on which entries were dropped (Mult-DAE's order: normalise, then drop).
 
         Three contraction orders of the same sum, picked from static shapes by what they cost:
         - per entry: gather W_enc[col] (T, k, d), weight by count·A[channel]: O(T·k·d), for a
@@ -183,10 +187,19 @@ class Conv4Rec(nn.Module):
             else:
                 per_entry = count[:, None] * table[col * c + channel]
                 pre = jax.ops.segment_sum(per_entry, segment, num_segments=n_rows + 1)[:n_rows]
+        if self.input_norm == "l2":
+            pre = pre * self._inverse_row_norms(segment, count if norm_count is None else norm_count, n_rows)[:, None]
         h = ACTIVATION_FNS[self.encoder_activation](pre + self.encoder_bias)
         for layer in self.extra_layers:
             h = ACTIVATION_FNS[self.encoder_activation](layer(h))
         return h
+
+    @staticmethod
+    def _inverse_row_norms(segment, count, n_rows: int):
+        """1 / ||count of row r||₂ for each row, (n_rows,); 1 for rows without entries. The input
+        is linear in the counts, so scaling the pre-activation rows scales the input rows."""
+        squares = jax.ops.segment_sum(count**2, segment, num_segments=n_rows + 1)[:n_rows]
+        return jnp.where(squares > 0, jax.lax.rsqrt(jnp.where(squares > 0, squares, 1.0)), 1.0)
 
     def column_logits(self, h, cols=None):
         """Logits (B, m, C) of every row in h (B, d) at columns `cols` (m,); `cols=None` is the whole
@@ -255,7 +268,7 @@ def build_model(model_config, *, n_cols: int, n_channels: int) -> Conv4Rec:
                     hidden=tuple(model_config.hidden), decoder_channels=model_config.decoder_channels,
                     encoder_activation=model_config.encoder_activation,
                     decoder_activation=model_config.decoder_activation,
-                    decoder_fold=model_config.decoder_fold, row_offsets=model_config.row_offsets, matmul_precision=model_config.matmul_precision)
+                    decoder_fold=model_config.decoder_fold, input_norm=model_config.input_norm, row_offsets=model_config.row_offsets, matmul_precision=model_config.matmul_precision)
 
 
 def init_params(model: Conv4Rec, key):

@@ -90,7 +90,7 @@ def make_loss_fn(*, model: Conv4Rec, config: Config, batch_rows: int):
         keep = jax.random.bernoulli(key, keep_prob, batch.count.shape).astype(jnp.float32)
         input_count = batch.count * keep / keep_prob
         h = model.apply({"params": params}, batch.segment, batch.col, batch.channel, input_count, batch_rows,
-                        method=Conv4Rec.encode)
+                        batch.count, method=Conv4Rec.encode)
         h_padded = jnp.concatenate([h, jnp.zeros((1, h.shape[1]), h.dtype)])
         entry_logits, log_z = losses.entry_logits_and_log_z(
             lambda cols: model.apply({"params": params}, h, cols, method=Conv4Rec.column_logits),

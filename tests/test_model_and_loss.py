@@ -70,6 +70,33 @@ def test_model_equals_dense_definition_with_gradients(small_data, decoder_channe
                                    err_msg=name)
 
 
+def test_l2_input_norm_divides_each_row_by_the_norm_of_its_full_counts(small_data):
+    """`input_norm="l2"` encodes x_r / ||x_r||, with the norm taken over `norm_count` (training's
+    counts before dropout) when given: the dense definition on hand-normalised inputs."""
+    cfg = config_lib.testing().override(["model.input_norm=l2", "model.hidden=(6,)"])
+    matrix = RowMatrix.from_interactions(small_data, orientation="user")
+    module = build_model(cfg.model, n_cols=matrix.n_cols, n_channels=small_data.n_channels)
+    plain = build_model(config_lib.testing().override(["model.hidden=(6,)"]).model, n_cols=matrix.n_cols,
+                        n_channels=small_data.n_channels)
+    params = init_params(module, jax.random.key(1))
+    batch = next(iterate_batches(matrix, np.arange(8), batch_rows=8, budget=entry_budget(matrix.lengths, 8)))
+    count = batch.count * np.random.default_rng(0).uniform(0.5, 3.0, batch.count.shape).astype(np.float32)
+    real = batch.segment < 8
+    norms = np.sqrt(np.bincount(batch.segment[real], weights=count[real] ** 2, minlength=8))
+    normalised = np.where(real, count / norms[np.minimum(batch.segment, 7)], 0.0).astype(np.float32)
+
+    def encode(m, c, *norm):
+        return m.apply({"params": params}, batch.segment, batch.col, batch.channel, c, 8, *norm, method=Conv4Rec.encode)
+
+    np.testing.assert_allclose(encode(module, count), encode(plain, normalised), rtol=1e-5, atol=1e-6)
+    dropped = count * (np.arange(count.size) % 3 != 0)
+    np.testing.assert_allclose(encode(module, dropped, count), encode(plain, dropped * normalised / np.where(count > 0, count, 1)),
+                               rtol=1e-5, atol=1e-6)
+    assert np.abs(np.asarray(encode(module, count)) - np.asarray(encode(plain, count))).max() > 1e-3
+    with pytest.raises(ConfigError, match="input_norm"):
+        config_lib.testing().override(["model.input_norm=l1"])
+
+
 def test_auto_fold_at_any_channel_count_only_for_bf16_off_cpu(monkeypatch):
     def folds(precision):
         cfg = config_lib.testing().override(["model.decoder_channels=4", f"model.matmul_precision={precision}"])
