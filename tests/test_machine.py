@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
 
 import pytest
+
+from convae_jax.machine import ALLOCATOR_ENVIRONMENT
 
 # A fresh interpreter frees and reallocates a 64 MiB buffer (above glibc's largest mmap threshold)
 # and prints the minor page faults of each allocation after the first.
@@ -36,3 +39,39 @@ def test_freed_buffers_are_reused_instead_of_faulted_in_again():
     # 32 with 2 MiB transparent huge pages, 16,384 with 4 KiB pages.
     assert min(_repeat_faults("default")) >= 32
     assert max(_repeat_faults("reuse")) < 5
+
+
+# A worker thread allocates once (so it has an arena of its own unless the process is limited to
+# one), then frees and reallocates a 96 MiB buffer, over glibc's 64 MiB arena heaps.
+_REALLOCATE_IN_A_THREAD = """
+import resource, sys, threading, numpy as np
+from convae_jax.machine import reuse_freed_memory
+go, faults = threading.Event(), []
+def worker():
+    np.ones(1 << 12)
+    go.wait()
+    for _ in range(4):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        buffer = np.ones(3 << 23, np.float32)
+        del buffer
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+thread = threading.Thread(target=worker)
+thread.start()
+if sys.argv[1] == "mallopt":
+    assert reuse_freed_memory()
+go.set()
+thread.join()
+print(*faults[1:])
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's; other allocators are left alone")
+def test_only_the_start_up_environment_reaches_threads_that_already_have_an_arena():
+    def faults(mode, env):
+        out = subprocess.run([sys.executable, "-c", _REALLOCATE_IN_A_THREAD, mode], check=True, capture_output=True,
+                             text=True, env=env)
+        return [int(x) for x in out.stdout.split()]
+
+    plain = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENVIRONMENT}
+    assert min(faults("mallopt", plain)) >= 32  # set too late for that thread: mapped afresh each time
+    assert max(faults("environment", {**plain, **ALLOCATOR_ENVIRONMENT})) < 5
