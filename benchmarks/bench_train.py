@@ -306,9 +306,11 @@ def _started_under_allocator_setting(spec: BenchSpec):
 
 def set_up_process(spec: BenchSpec) -> None:
     """On a CPU every process that builds a variant, torch or JAX, timed or memory-probed, runs
-    under the allocator setting of CPU training (`reuse_freed_memory`), as `CPU_ALLOCATOR` records.
-    Both frameworks gain from it (ML-100K, batch 128: compiled torch 1.13 -> 0.91-0.99 s/epoch,
-    JAX 1.18-1.31 -> 1.06-1.08)."""
+    under the allocator setting of CPU training, as `CPU_ALLOCATOR` records. Processes this module
+    starts already have it from their environment (`_started_under_allocator_setting`); this call
+    covers the parent, which builds the variants itself in sequential runs. Both frameworks gain
+    from it (ML-100K, batch 128: compiled torch 1.13 -> 0.91-0.99 s/epoch, JAX 1.18-1.31 ->
+    1.06-1.08)."""
     if spec.device == "cpu":
         reuse_freed_memory()
 
