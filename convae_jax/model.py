@@ -146,6 +146,24 @@ def _mix_middle_by_halves(m, w):
 mix_middle_materialised.defvjp(lambda m, w: (mix_middle_materialised(m, w), (m, w)), _mix_middle_bwd)
 
 
+@jax.custom_vjp
+def add_to_every_row(x, bias):
+    """x (B, …) + bias (…), whose bias gradient, a sum of B rows, is a GEMV (ones · g). XLA's CPU
+    reduction over the leading axis of the logits' gradient ran at under 1 GB/s (92 ms of a 1 s
+    step in a profile). Interleaved in one process, 2 CPU cores, same losses: ML-1M shape batch
+    512, 4 steps 3.12 -> 2.75 s (8 of 8 rounds faster); batch 128, 8 steps 2.79 -> 2.71 (4 of 6);
+    ML-100K batch 128 1.22 -> 1.15 s/epoch (6 of 8), batch 512 0.603 -> 0.598 (6 of 10, a tie)."""
+    return x + bias
+
+
+def _add_to_every_row_bwd(shape, g):
+    rows = g.reshape(g.shape[0], -1)
+    return g, jnp.dot(jnp.ones((rows.shape[0],), rows.dtype), rows, precision="highest").reshape(shape)
+
+
+add_to_every_row.defvjp(lambda x, bias: (x + bias, bias.shape), _add_to_every_row_bwd)
+
+
 class Conv4Rec(nn.Module):
     """Encoder  h = φ(Σ_(col,c) x[col,c] · A[c] · W_enc[col] + b)  (an embedding bag over observed
     entries), optional dense layers, then decoder
@@ -247,10 +265,10 @@ class Conv4Rec(nn.Module):
         if self._folds_output_conv():
             folded = mix_middle(self.output_conv.T, kernel).reshape(m * self.n_channels, d)
             logits = contract("bd,xd->bx", h, folded, precision=self.matmul_precision)
-            logits = logits.reshape(-1, m, self.n_channels) + (mix_last(bias, self.output_conv) + out_bias)
+            logits = add_to_every_row(logits.reshape(-1, m, self.n_channels), mix_last(bias, self.output_conv) + out_bias)
         else:
             y = contract("bd,xd->bx", h, kernel.reshape(m * k_out, d), precision=self.matmul_precision)
-            logits = self._output_conv(y.reshape(-1, m, k_out) + bias) + out_bias
+            logits = add_to_every_row(self._output_conv(add_to_every_row(y.reshape(-1, m, k_out), bias)), out_bias)
         return logits + self.row_offset(h)[:, None, :]
 
     def entry_logits(self, h_entries, cols):
