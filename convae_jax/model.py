@@ -65,14 +65,6 @@ bf16_einsum.defvjp(_bf16_einsum_fwd, _bf16_einsum_bwd)
 # measured; 32 keeps the dense GEMM for batches much denser than any MovieLens one.
 DENSE_INPUT_MAX_CELLS_PER_ENTRY = 32
 
-# The sparse path writes the table out first (`mix_middle_materialised`) when a batch has at least
-# this many entries per table row; with fewer, recomputing each gathered row costs less than the
-# extra pass. Interleaved in one process, 2 CPU cores, same losses (entries per table row: time):
-# ML-1M shape batch 512 (5.6: 1.79 -> 1.68 s for 4 steps, faster in 13 of 16 rounds), ML-100K
-# batch 512 (8.1: 0.354 -> 0.342 s/epoch, 13 of 16); ML-1M shape batch 128 (1.4) tied and ML-100K
-# batch 128 (2.0) lost (0.533 -> 0.550 s/epoch, 10 of 10).
-MATERIALISED_TABLE_MIN_ENTRIES_PER_ROW = 4
-
 
 @jax.custom_vjp
 def mix_last(x, m):
@@ -127,26 +119,6 @@ mix_middle.defvjp(_mix_middle_fwd, _mix_middle_bwd)
 
 
 @jax.custom_vjp
-def mix_middle_materialised(m, w):
-    """`mix_middle`, written out once before its consumer reads it, on CPU. The encoder gathers
-    one table row per observed entry; XLA fuses the elementwise table into that gather, so each
-    entry recomputes its row from the k rows of w (T·k·d reads instead of n·k·d). Neither
-    `optimization_barrier` (removed before fusion) nor a reduction (XLA's YNN fusion then writes
-    out w broadcast over C) stops it; a two-trip loop over halves of the columns does."""
-    return jax.lax.platform_dependent(m, w, cpu=_mix_middle_by_halves, default=mix_middle)
-
-
-def _mix_middle_by_halves(m, w):
-    n, even = w.shape[0], w.shape[0] - w.shape[0] % 2
-    halves = jax.lax.map(lambda part: mix_middle(m, part), w[:even].reshape(2, even // 2, *w.shape[1:]))
-    table = halves.reshape(even, m.shape[0], w.shape[2])
-    return table if even == n else jnp.concatenate([table, mix_middle(m, w[even:])])
-
-
-mix_middle_materialised.defvjp(lambda m, w: (mix_middle_materialised(m, w), (m, w)), _mix_middle_bwd)
-
-
-@jax.custom_vjp
 def add_to_every_row(x, bias):
     """x (B, …) + bias (…), whose bias gradient, a sum of B rows, is a GEMV (ones · g). XLA's CPU
     reduction over the leading axis of the logits' gradient ran at under 1 GB/s (92 ms of a 1 s
@@ -162,6 +134,60 @@ def _add_to_every_row_bwd(shape, g):
 
 
 add_to_every_row.defvjp(lambda x, bias: (x + bias, bias.shape), _add_to_every_row_bwd)
+
+
+# Entries per chunk of `bag_sum` on CPU: 256 to 2,048 tied, 4,096 and more were slower (ML-1M shape,
+# batch 512, 2 CPU cores, interleaved in one process). Other backends take the batch in one chunk,
+# as before chunking existed: a loop of small gathers and scatters was not measured on a GPU.
+ENTRY_CHUNK = 1024
+
+
+def _in_chunks(*arrays_and_fills):
+    """Each (T,) array padded with its fill value to a whole number of chunks, as (chunks, chunk)."""
+    n_entries = arrays_and_fills[0][0].shape[0]
+    chunk = ENTRY_CHUNK if jax.default_backend() == "cpu" else n_entries
+    pad = -n_entries % chunk
+    return [jnp.pad(a, (0, pad), constant_values=fill).reshape(-1, chunk) for a, fill in arrays_and_fills]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def bag_sum(table, index, weight, segment, n_rows: int):
+    """out[r] = Σ_{t: segment[t] = r} weight[t] · table[index[t]], (n_rows, d): an embedding bag;
+    entries with segment == n_rows are dropped. Walked on CPU in chunks of ENTRY_CHUNK entries,
+    forward and backward, so that the gathered rows stay in cache instead of being written out as one
+    (T, d) array and read back. That array was 250 MB at the ML-1M shape, batch 512, and XLA also
+    fused the table A·W_enc into the gather, recomputing a row per entry. Interleaved in one
+    process, 2 CPU cores, same losses, against the gather and `segment_sum` of the whole batch:
+    ML-1M shape batch 512, 4 steps 2.98 -> 2.74 s (7 of 8 rounds faster, chunks of 4,096);
+    batch 128, 8 steps 2.75 -> 2.51 (4 of 6); ML-100K batch 128 1.03 -> 0.96 s/epoch (6 of 8),
+    batch 512 0.68 -> 0.52 (10 of 10)."""
+    return _bag_sum_fwd(table, index, weight, segment, n_rows)[0]
+
+
+def _bag_sum_fwd(table, index, weight, segment, n_rows):
+    idx, wt, seg = _in_chunks((index, 0), (weight, 0.0), (segment, n_rows))
+
+    def body(j, out):
+        return out.at[seg[j]].add(wt[j][:, None] * table[idx[j]], mode="drop")
+
+    out = jax.lax.fori_loop(0, idx.shape[0], body, jnp.zeros((n_rows, table.shape[1]), table.dtype))
+    return out, (table, index, weight, segment)
+
+
+def _bag_sum_bwd(n_rows, residuals, g):
+    table, index, weight, segment = residuals
+    idx, wt, seg = _in_chunks((index, 0), (weight, 0.0), (segment, n_rows))
+    g_padded = jnp.concatenate([g, jnp.zeros((1, g.shape[1]), g.dtype)])
+
+    def body(j, d_table):
+        return d_table.at[idx[j]].add(wt[j][:, None] * g_padded[seg[j]])
+
+    d_table = jax.lax.fori_loop(0, idx.shape[0], body, jnp.zeros_like(table))
+    d_weight = jnp.sum(g_padded[segment] * table[index], axis=1)  # the counts are data: unused, compiled away
+    return d_table, None, d_weight, None
+
+
+bag_sum.defvjp(_bag_sum_fwd, _bag_sum_bwd)
 
 
 class Conv4Rec(nn.Module):
@@ -217,8 +243,8 @@ class Conv4Rec(nn.Module):
           (n_rows, n·C) input X, then one GEMM X·M: O(n·C·k·d + n_rows·n·C·d), when X has at most
           DENSE_INPUT_MAX_CELLS_PER_ENTRY cells per entry (denser than MovieLens batches);
         - sparse: the same table, rows M[col, channel] gathered per entry and summed per row:
-          O(n·C·k·d + T·d), for sparser batches (ML-100K-, ML-1M- and ML-20M-sized ones); the
-          table is written out first when T >= MATERIALISED_TABLE_MIN_ENTRIES_PER_ROW · n·C.
+          O(n·C·k·d + T·d), for sparser batches (ML-100K-, ML-1M- and ML-20M-sized ones), in
+          chunks of entries (`bag_sum`).
         """
         c, n, d = self.n_channels, self.n_cols, self.hidden[0]
         n_entries = segment.shape[0]
@@ -231,11 +257,8 @@ class Conv4Rec(nn.Module):
             dense = jnp.zeros((n_rows, n, c)).at[segment, col, channel].add(count, mode="drop")  # padding dropped
             pre = contract("bx,xd->bd", dense.reshape(n_rows, n * c), table, precision=self.matmul_precision)
         else:
-            written_out = n_entries >= MATERIALISED_TABLE_MIN_ENTRIES_PER_ROW * n * c
-            table = (mix_middle_materialised if written_out else mix_middle)(self.input_conv, self.encoder_kernel)
-            table = table.reshape(n * c, d)
-            per_entry = count[:, None] * table[col * c + channel]
-            pre = jax.ops.segment_sum(per_entry, segment, num_segments=n_rows + 1)[:n_rows]
+            table = mix_middle(self.input_conv, self.encoder_kernel)
+            pre = bag_sum(table.reshape(n * c, d), col * c + channel, count, segment, n_rows)
         if self.input_norm == "l2":
             pre = pre * self._inverse_row_norms(segment, count if norm_count is None else norm_count, n_rows)[:, None]
         h = ACTIVATION_FNS[self.encoder_activation](pre + self.encoder_bias)

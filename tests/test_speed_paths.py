@@ -16,8 +16,7 @@ from convae_jax import losses
 from convae_jax.data.batches import RowMatrix, entry_budget, iterate_batches
 from convae_jax.errors import ConfigError
 from convae_jax import model as model_lib
-from convae_jax.model import (Conv4Rec, build_model, init_params, mix_middle, mix_middle_dm_batched, mix_middle_dm_fused,
-                              mix_middle_materialised)
+from convae_jax.model import Conv4Rec, bag_sum, build_model, init_params, mix_middle_dm_batched, mix_middle_dm_fused
 from convae_jax.train import TrainState, make_loss_fn, make_optimizer, make_train_step
 
 
@@ -48,12 +47,12 @@ def test_encoder_paths_agree(setup, monkeypatch):
     per_entry, dense, h_dense = encode(seg, col, ch, cnt), encode(pad(seg, 1), pad(col, 0), pad(ch, 0), pad(cnt, 0.0)), whole()
     monkeypatch.setattr(model_lib, "DENSE_INPUT_MAX_CELLS_PER_ENTRY", 0)  # every batch gathers table rows
     sparse, h_sparse = encode(pad(seg, 1), pad(col, 0), pad(ch, 0), pad(cnt, 0.0)), whole()
-    monkeypatch.setattr(model_lib, "MATERIALISED_TABLE_MIN_ENTRIES_PER_ROW", 0)  # and writes the table out
-    h_written_out = whole()
+    monkeypatch.setattr(model_lib, "ENTRY_CHUNK", 5)  # many chunks, the last one padded
+    h_small_chunks = whole()
     np.testing.assert_allclose(dense, per_entry, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(sparse, per_entry, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(h_sparse, h_dense, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(h_written_out, h_dense, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h_small_chunks, h_dense, rtol=1e-5, atol=1e-6)
     # and the whole batch against the per-entry order, one row at a time
     for r in range(3):
         mine = batch.segment == r
@@ -121,17 +120,26 @@ def test_mix_middle_weight_gradient_forms_agree():
     np.testing.assert_allclose(mix_middle_dm_batched(g, w), mix_middle_dm_fused(g, w), rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("n", [1, 7, 50])
-def test_written_out_mix_middle_equals_the_fused_one(n):
-    """The table written out by halves (odd n: the last column apart), values and gradients."""
-    m = jax.random.normal(jax.random.key(0), (5, 8))
-    w = jax.random.normal(jax.random.key(1), (n, 8, 30))
-    g = jax.random.normal(jax.random.key(2), (n, 5, 30))
-    np.testing.assert_allclose(mix_middle_materialised(m, w), mix_middle(m, w), rtol=1e-6, atol=1e-6)
-    grads = [jax.grad(lambda m, w, f=f: jnp.sum(g * f(m, w)), argnums=(0, 1))(m, w)
-             for f in (mix_middle_materialised, mix_middle)]
-    for got, want in zip(*grads):
-        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
+def test_bag_sum_equals_gather_and_segment_sum(monkeypatch, chunk):
+    """The chunked embedding bag against the plain gather and segment sum, values and gradients
+    (table and weights), with dropped entries (segment == n_rows) and a padded last chunk."""
+    monkeypatch.setattr(model_lib, "ENTRY_CHUNK", chunk)
+    rng = np.random.default_rng(0)
+    table = jnp.asarray(rng.normal(size=(40, 6)), jnp.float32)
+    index, segment = rng.integers(0, 40, 150), np.sort(rng.integers(0, 10, 150))  # 9: dropped
+    weight = jnp.asarray(rng.random(150), jnp.float32)
+
+    def plain(table, weight):
+        return jax.ops.segment_sum(weight[:, None] * table[index], segment, num_segments=10)[:9]
+
+    cotangent = jnp.asarray(rng.normal(size=(9, 6)), jnp.float32)
+    got, want = (jax.value_and_grad(lambda t, w, f=f: jnp.sum(cotangent * f(t, w)), argnums=(0, 1))(table, weight)
+                 for f in (lambda t, w: bag_sum(t, index, w, segment, 9), plain))
+    np.testing.assert_allclose(bag_sum(table, index, weight, segment, 9), plain(table, weight), rtol=1e-6, atol=1e-6)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    assert np.abs(np.asarray(want[1][0])).max() > 0  # rows were really summed
 
 
 @pytest.mark.parametrize("weight_average", [0.0, 0.9])
