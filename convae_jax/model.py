@@ -154,13 +154,13 @@ def _in_chunks(*arrays_and_fills):
 def bag_sum(table, index, weight, segment, n_rows: int):
     """out[r] = Σ_{t: segment[t] = r} weight[t] · table[index[t]], (n_rows, d): an embedding bag;
     entries with segment == n_rows are dropped. Walked on CPU in chunks of ENTRY_CHUNK entries,
-    forward and backward, so that the gathered rows stay in cache instead of being written out as one
-    (T, d) array and read back. That array was 250 MB at the ML-1M shape, batch 512, and XLA also
+    forward and backward, so that the gathered rows stay in cache instead of being written out as
+    one (T, d) array and read back. That array was 250 MB at the ML-1M shape, batch 512, and XLA also
     fused the table A·W_enc into the gather, recomputing a row per entry. Interleaved in one
     process, 2 CPU cores, same losses, against the gather and `segment_sum` of the whole batch:
-    ML-1M shape batch 512, 4 steps 2.98 -> 2.74 s (7 of 8 rounds faster, chunks of 4,096);
-    batch 128, 8 steps 2.75 -> 2.51 (4 of 6); ML-100K batch 128 1.03 -> 0.96 s/epoch (6 of 8),
-    batch 512 0.68 -> 0.52 (10 of 10)."""
+    ML-1M shape batch 512, 4 steps 3.28 -> 2.70 s (8 of 8 rounds faster); batch 128, 8 steps
+    2.75 -> 2.51 (4 of 6); ML-100K batch 128 1.03 -> 0.96 s/epoch (6 of 8), batch 512 0.68 -> 0.52
+    (10 of 10)."""
     return _bag_sum_fwd(table, index, weight, segment, n_rows)[0]
 
 
