@@ -284,29 +284,34 @@ class Conv4RecFoldIn:
                 yield scores.users, scores.log_p_consume + np.log(np.maximum(liked, 1e-30))
 
 
+def _fit_user_rows(train: Interactions, config: config_lib.Config, *, val_fold_in: Interactions,
+                   val_target: Interactions, rank_by: str) -> FittedModel:
+    """User rows keep the epoch whose validation users rank best (NDCG@100), the rule Mult-DAE and
+    Mult-VAE follow: their fold-in is just the encoder, cheap enough to score every epoch."""
+    def negated_ndcg(snapshot: FittedModel, _) -> dict:
+        scores = Conv4RecFoldIn(snapshot, rank_by).fold_in_scores(val_fold_in)
+        return {"neg_ndcg@100": -strong_generalization_protocol(scores, fold_in=val_fold_in, target=val_target)["ndcg@100"]}
+
+    config = config.override(["train.select_metric='neg_ndcg@100'"])
+    return fit(train, config, validation=val_fold_in, validation_metrics=negated_ndcg)
+
+
 def _run_conv4rec_ratings(split: StrongSplit, point: dict, seed: int):
     """Conv4Rec trained on the full ratings, folded in from full ratings, ranked by `like`
     (headline) and by `consume` (reported as consume/…), both from one training and one fold-in.
-    With user rows the epoch is the one whose validation users rank best (NDCG@100), the rule
-    Mult-DAE and Mult-VAE follow; item rows, whose fold-in is an optimisation of its own (too slow
-    to run every epoch), stop early on held-out rating pairs."""
+    User rows pick their epoch by the validation users' ranking (`_fit_user_rows`); item rows,
+    whose fold-in is an optimisation of its own (too slow to run every epoch), stop early on
+    held-out rating pairs."""
     config = conv4rec_config(point["preset"], point.get("overrides", ()), seed=seed)
     c = split.clicks
-
-    def validation_ndcg(model: Conv4RecFoldIn) -> float:
-        return strong_generalization_protocol(model.fold_in_scores(split.val_ratings_fold_in),
-                                              fold_in=split.val_ratings_fold_in, target=c.val_target)["ndcg@100"]
-
     if config.model.orientation == "user":
-        def negated_ndcg(snapshot: FittedModel, _) -> dict:
-            return {"neg_ndcg@100": -validation_ndcg(Conv4RecFoldIn(snapshot, "like"))}
-
-        config = config.override(["train.select_metric='neg_ndcg@100'"])
-        fitted = fit(split.ratings_train, config, validation=split.val_ratings_fold_in, validation_metrics=negated_ndcg)
+        fitted = _fit_user_rows(split.ratings_train, config, val_fold_in=split.val_ratings_fold_in,
+                                val_target=c.val_target, rank_by="like")
     else:
         fitted = fit(split.ratings_train, config)
     model = Conv4RecFoldIn(fitted, "like")
-    val_score = validation_ndcg(model)
+    val_score = strong_generalization_protocol(model.fold_in_scores(split.val_ratings_fold_in),
+                                               fold_in=split.val_ratings_fold_in, target=c.val_target)["ndcg@100"]
     test = strong_generalization_protocol(model.fold_in_scores(split.test_ratings_fold_in),
                                           fold_in=split.test_ratings_fold_in, target=c.test_target)
     consume = strong_generalization_protocol(model.fold_in_scores(split.test_ratings_fold_in, rank_by="consume"),
@@ -316,10 +321,16 @@ def _run_conv4rec_ratings(split: StrongSplit, point: dict, seed: int):
 
 
 def _fit_conv4rec_clicks(split: StrongSplit, point: dict, seed: int):
-    # One channel: no rating validation exists, so the epoch count is a grid dimension.
+    """Conv4Rec on the clicks alone (one channel). User rows pick their epoch by the validation
+    users' ranking; item rows have no rating validation, so their epoch count is fixed."""
     config = conv4rec_config(point["preset"], list(point.get("overrides", ())) + ["train.validation_fraction=0.0"],
                              seed=seed)
-    return Conv4RecFoldIn(fit(as_clicks(split.clicks.train), config), "consume"), None
+    c = split.clicks
+    if config.model.orientation == "user":
+        fitted = _fit_user_rows(as_clicks(c.train), config, val_fold_in=as_clicks(c.val_fold_in),
+                                val_target=c.val_target, rank_by="consume")
+        return Conv4RecFoldIn(fitted, "consume"), None
+    return Conv4RecFoldIn(fit(as_clicks(c.train), config), "consume"), None
 
 
 def _fit_mult(variant: str):
@@ -356,6 +367,8 @@ def implicit_entrants(*, quick: bool) -> list[Entrant]:
     short = {"epochs": 3} if quick else {"epochs": MULT_EPOCHS}
     ease_grid = grid([{"l2": 200.0}, {"l2": 50.0}, {"l2": 1000.0}])
     conv_clicks = [{"preset": "testing"}] if quick else CONV4REC_CLICKS_GRID
+    conv_user_clicks = ([{"preset": "testing", "overrides": ("model.orientation='user'",)}] if quick
+                        else CONV4REC_USER_ROWS_CLICKS_GRID)
     entrants = [
         Entrant("popularity", ({},), _ranking_run(lambda s, p, seed: (PopularityFoldIn(Popularity.fit(s.clicks.train)), None)), "ours"),
         Entrant("EASE", ease_grid, _ranking_run(lambda s, p, seed: (EASE.fit(s.clicks.train, **p), None)), "ours"),
@@ -368,6 +381,7 @@ def implicit_entrants(*, quick: bool) -> list[Entrant]:
                                                      [{"preset": "testing", "overrides": ("model.orientation='user'",)}]),
                 _run_conv4rec_ratings, "ours"),
         Entrant("conv4rec (clicks)", grid(conv_clicks), _ranking_run(_fit_conv4rec_clicks), "ours"),
+        Entrant("conv4rec user rows (clicks)", grid(conv_user_clicks), _ranking_run(_fit_conv4rec_clicks), "ours"),
     ]
     if _has_cornac():
         version = f"cornac {_cornac_version()}"
@@ -384,6 +398,9 @@ CONV4REC_RATINGS_GRID = [{"preset": "ratings_fast"}]
 CONV4REC_USER_ROWS_GRID = [{"preset": "ratings_fast", "overrides": (
     "model.orientation='user'", "train.weight_average=0.995", "train.max_epochs=80", "train.patience=8")}]
 CONV4REC_CLICKS_GRID = [{"preset": "clicks_fast"}]
+# The clicks model in user rows: the user-rows ratings point on one channel, its epoch picked by the
+# validation users' NDCG@100 as the ratings model's is (the cap and patience those of that point).
+CONV4REC_USER_ROWS_CLICKS_GRID = [{"preset": "ratings_fast", "overrides": CONV4REC_USER_ROWS_GRID[0]["overrides"]}]
 
 
 # --- the run -----------------------------------------------------------------------------------------

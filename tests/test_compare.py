@@ -59,7 +59,7 @@ def test_strong_split_targets_are_clicks_and_conv4rec_never_sees_them(small_data
 def test_every_conv4rec_grid_point_builds_a_valid_config():
     """A misspelt preset or override would only fail hours into a real comparison."""
     grids = [compare.CONV4REC_EXPLICIT_GRID, compare.CONV4REC_RATINGS_GRID, compare.CONV4REC_USER_ROWS_GRID,
-             compare.CONV4REC_CLICKS_GRID]
+             compare.CONV4REC_CLICKS_GRID, compare.CONV4REC_USER_ROWS_CLICKS_GRID]
     for grid in grids:
         for point in grid:
             config = compare.conv4rec_config(point["preset"], point.get("overrides", ()), seed=2)
@@ -72,7 +72,7 @@ def test_every_entrant_of_the_full_comparison_keeps_the_budget():
     """The budget rule of docs/results.md: every model, ours and the peers', gets one to three grid points."""
     entrants = compare.explicit_entrants(quick=False) + compare.implicit_entrants(quick=False)
     sizes = {e.name: len(e.grid) for e in entrants}
-    assert {"conv4rec", "I-AutoRec", "EASE", "conv4rec user rows (ratings)"} <= set(sizes)
+    assert {"conv4rec", "I-AutoRec", "EASE", "conv4rec user rows (ratings)", "conv4rec user rows (clicks)"} <= set(sizes)
     assert all(1 <= size <= 3 for size in sizes.values()), sizes
 
 
@@ -104,16 +104,18 @@ def test_cli_compare_quick_writes_json_table_and_plot(tmp_path, capsys):
     assert (tmp_path / "coat.png").stat().st_size > 1000
 
 
-def test_user_rows_keep_the_epoch_whose_validation_users_rank_best(monkeypatch):
-    """Strong generalization, user rows: every epoch is scored by the validation users' NDCG@100
-    (as Mult-DAE/VAE are), and the returned model is the best epoch's: its validation score is the
-    curve's maximum."""
+@pytest.mark.parametrize("run", [compare._run_conv4rec_ratings, compare._ranking_run(compare._fit_conv4rec_clicks)],
+                         ids=["ratings", "clicks"])
+def test_user_rows_keep_the_epoch_whose_validation_users_rank_best(monkeypatch, run):
+    """Strong generalization, user rows, on ratings or on clicks alone: every epoch is scored by the
+    validation users' NDCG@100 (as Mult-DAE/VAE are), and the returned model is the best epoch's:
+    its validation score is the curve's maximum."""
     split = compare._task_split("ml-100k", None, dataset_dir("ml-100k"), seed=0, quick=True)
     fitted = []
     real_fit = compare.fit
     monkeypatch.setattr(compare, "fit", lambda *a, **k: fitted.append(real_fit(*a, **k)) or fitted[-1])
     point = {"preset": "testing", "overrides": ("model.orientation='user'", "train.max_epochs=4", "train.patience=4")}
-    val_score, test = compare._run_conv4rec_ratings(split, point, 0)
+    val_score, test = run(split, point, 0)
     model = fitted[0]
     curve = [-r.validation["neg_ndcg@100"] for r in model.history]
     assert model.config.train.select_metric == "neg_ndcg@100" and len(curve) == 4
