@@ -56,7 +56,8 @@ class Architecture:
         unsupported = [(len(model_config.hidden) != 1, "model.hidden must have one entry"),
                        (model_config.explicit_on != "all", "model.explicit_on must be 'all'"),
                        (getattr(model_config, "implicit_weight", 1.0) != 1.0, "model.implicit_weight must be 1"),
-                       (model_config.row_offsets, "model.row_offsets must be off")]
+                       (model_config.row_offsets, "model.row_offsets must be off"),
+                       (model_config.rating_head != "categorical", "model.rating_head must be 'categorical'")]
         for bad, message in unsupported:
             if bad:
                 raise ValueError(f"the torch baseline implements the reference model and loss only: {message}")

@@ -14,6 +14,7 @@ ACTIVATIONS = ("tanh", "relu", "sigmoid", "selu", "identity")
 MATMUL_PRECISIONS = ("default", "float32", "tensorfloat32", "bfloat16")
 DECODER_FOLDS = ("auto", "always", "never")
 INPUT_NORMS = ("none", "l2")
+RATING_HEADS = ("categorical", "ordinal")
 # Validation metrics that can pick the epoch, lower is better: the rating metrics of held-out pairs,
 # or the negated NDCG@100 of held-out users, which only a ranking scorer passed to `fit` returns.
 SELECT_METRICS = ("rmse", "nll", "neg_ndcg@100")
@@ -36,6 +37,7 @@ class ModelConfig:
     logit_chunk: int = 8192  # columns per chunk of the log-sum-exp over the catalogue; memory O(batch·chunk·C)
     decoder_fold: str = "auto"  # one of DECODER_FOLDS: fold B into W_dec (needs ψ = identity); "auto" folds when C <= k' (fewer FLOPs) and, for bf16 matmuls off CPU, at any C (more FLOPs, two fewer passes over the activations); "always" and "never" force it
     input_norm: str = "none"  # one of INPUT_NORMS: "l2" divides each row's input by the L2 norm of its full (pre-dropout) counts, as Mult-DAE/VAE do
+    rating_head: str = "categorical"  # one of RATING_HEADS: "categorical" (a free logit per channel, SPEC §2) or "ordinal" (cumulative logit over the ordered levels; see Conv4Rec.head)
     row_offsets: bool = False  # add h·V (V: d x C) to every column's logits: a row's rating offset from its code (see Conv4Rec.row_offset)
     matmul_precision: str = "default"  # one of MATMUL_PRECISIONS: "default" (backend's: exact fp32 on CPU, TF32 on Ampere+ GPUs), "float32", "tensorfloat32", "bfloat16" (bf16 operands, fp32 accumulation)
 
@@ -87,6 +89,7 @@ class Config:
             (m.implicit_weight >= 0.0, "model.implicit_weight must be >= 0"),
             (m.explicit_on in ("all", "dropped"), "model.explicit_on must be 'all' or 'dropped'"),
             (m.input_norm in INPUT_NORMS, f"model.input_norm must be one of {INPUT_NORMS}"),
+            (m.rating_head in RATING_HEADS, f"model.rating_head must be one of {RATING_HEADS}"),
             (m.logit_chunk >= 1, "model.logit_chunk must be >= 1"),
             (m.decoder_fold in DECODER_FOLDS, f"model.decoder_fold must be one of {DECODER_FOLDS}"),
             (m.decoder_fold != "always" or m.decoder_activation == "identity",

@@ -7,10 +7,13 @@ d = hidden[-1], k' = decoder_channels. No loss, no optimiser here.
 from __future__ import annotations
 
 import functools
+import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from convae_jax.errors import ConfigError
 
 ACTIVATION_FNS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "selu": jax.nn.selu,
                   "identity": lambda x: x}
@@ -196,6 +199,8 @@ class Conv4Rec(nn.Module):
     entries), optional dense layers, then decoder
     L[col] = ψ(W_dec[col] · h + b_dec[col]) · B + bias[col]  ∈ R^C, for any set of columns,
     plus h · V at every column with `row_offsets` (an extension beyond SPEC §2, off by default).
+    With the ordinal `rating_head`, B maps to two outputs per column, a consume logit and a
+    location on the rating scale, which `head` turns into the C logits (SPEC §3's knob).
 
     `A` (C, k) and `B` (k', C) are the 1x1 convolutions shared by every column. W_enc (n, k, d)
     and W_dec (n, k', d) are stored column-major with d innermost, so that a column's weights are
@@ -212,11 +217,13 @@ class Conv4Rec(nn.Module):
     decoder_activation: str = "identity"
     decoder_fold: str = "auto"
     input_norm: str = "none"
+    rating_head: str = "categorical"
     row_offsets: bool = False
     matmul_precision: str = "default"
 
     def setup(self):
         c, k, d, k_out = self.n_channels, self.conv_channels, self.hidden[0], self.decoder_channels
+        n_out = self.n_outputs
         d_last = self.hidden[-1]
         lecun = nn.initializers.lecun_normal
         self.input_conv = self.param("input_conv", lecun(), (c, k))
@@ -226,10 +233,36 @@ class Conv4Rec(nn.Module):
         self.decoder_kernel = self.param("decoder_kernel", _drawn_as_n_d_k(lecun(in_axis=1, out_axis=2, batch_axis=(0,))),
                                          (self.n_cols, k_out, d_last))
         self.decoder_bias = self.param("decoder_bias", nn.initializers.zeros, (self.n_cols, k_out))
-        self.output_conv = self.param("output_conv", lecun(), (k_out, c))
-        self.output_bias = self.param("output_bias", nn.initializers.zeros, (self.n_cols, c))
+        self.output_conv = self.param("output_conv", lecun(), (k_out, n_out))
+        self.output_bias = self.param("output_bias", nn.initializers.zeros, (self.n_cols, n_out))
         if self.row_offsets:
-            self.row_offset_kernel = self.param("row_offset_kernel", nn.initializers.zeros, (d_last, c))
+            self.row_offset_kernel = self.param("row_offset_kernel", nn.initializers.zeros, (d_last, n_out))
+        if self.rating_head == "ordinal":
+            # θ_1, then log(exp(gap) - 1) of each later gap: unit gaps, centred on 0, at init.
+            start = -(c - 2) / 2
+            self.cutpoints = self.param("cutpoints", lambda key, shape: jnp.full(shape, math.log(math.e - 1)).at[0].set(start),
+                                        (c - 1,))
+
+    @property
+    def n_outputs(self) -> int:
+        """Outputs of B per column: C logits, or (consume logit, location) for the ordinal head."""
+        return 2 if self.rating_head == "ordinal" else self.n_channels
+
+    def head(self, raw):
+        """Logits (…, C) from B's outputs (…, n_outputs). Categorical: as they are. Ordinal: from
+        s (consume logit) and η (location), L_c = s + log P(rating = v_c | η), the cumulative-logit
+        model P(rating <= v_c) = σ(θ_c − η) with ordered cut-points θ, so that logsumexp_c L = s
+        and softmax_c L is the ordinal distribution. P(θ_(c−1) < · <= θ_c) is written as
+        σ(θ_c − η)·σ(η − θ_(c−1))·(1 − exp(θ_(c−1) − θ_c)), whose logs stay finite."""
+        if self.rating_head != "ordinal":
+            return raw
+        s, eta = raw[..., :1], raw[..., 1:]
+        theta = self.cutpoints[0] + jnp.concatenate([jnp.zeros(1), jnp.cumsum(jax.nn.softplus(self.cutpoints[1:]))])
+        zero = jnp.zeros_like(eta)
+        at_most = jnp.concatenate([jax.nn.log_sigmoid(theta - eta), zero], axis=-1)
+        above_previous = jnp.concatenate([zero, jax.nn.log_sigmoid(eta - theta)], axis=-1)
+        width = jnp.concatenate([jnp.zeros(1), jnp.log(-jnp.expm1(theta[:-1] - theta[1:])), jnp.zeros(1)])
+        return s + at_most + above_previous + width
 
     def encode(self, segment, col, channel, count, n_rows: int, norm_count=None):
         """Row codes h (n_rows, d) from entries (T,); entries with segment == n_rows are padding.
@@ -287,24 +320,24 @@ class Conv4Rec(nn.Module):
             kernel, bias, out_bias = kernel[cols], bias[cols], out_bias[cols]
         m, k_out, d = kernel.shape
         if self._folds_output_conv():
-            folded = mix_middle(self.output_conv.T, kernel).reshape(m * self.n_channels, d)
+            folded = mix_middle(self.output_conv.T, kernel).reshape(m * self.n_outputs, d)
             logits = contract("bd,xd->bx", h, folded, precision=self.matmul_precision)
-            logits = add_to_every_row(logits.reshape(-1, m, self.n_channels), mix_last(bias, self.output_conv) + out_bias)
+            logits = add_to_every_row(logits.reshape(-1, m, self.n_outputs), mix_last(bias, self.output_conv) + out_bias)
         else:
             y = contract("bd,xd->bx", h, kernel.reshape(m * k_out, d), precision=self.matmul_precision)
             logits = add_to_every_row(self._output_conv(add_to_every_row(y.reshape(-1, m, k_out), bias)), out_bias)
-        return logits + self.row_offset(h)[:, None, :]
+        return self.head(logits + self.row_offset(h)[:, None, :])
 
     def entry_logits(self, h_entries, cols):
         """Logits (T, C) of row code h_entries[t] at column cols[t]: the observed entries only."""
         y = contract("td,tkd->tk", h_entries, self.decoder_kernel[cols], precision=self.matmul_precision)
-        return self._output_conv(y + self.decoder_bias[cols]) + self.output_bias[cols] + self.row_offset(h_entries)
+        return self.head(self._output_conv(y + self.decoder_bias[cols]) + self.output_bias[cols] + self.row_offset(h_entries))
 
     def row_offset(self, h):
-        """Channel offsets (…, C) of each row from its code, h·V, added at every column: with
+        """Offsets (…, n_outputs) of each row from its code, h·V, added at every column: with
         `row_offsets`, a row's own rating offset is one shared (d, C) map instead of a component
         of every column's decoder weights (each separately L2-penalised). 0 otherwise."""
-        return h @ self.row_offset_kernel if self.row_offsets else jnp.zeros(h.shape[:-1] + (self.n_channels,))
+        return h @ self.row_offset_kernel if self.row_offsets else jnp.zeros(h.shape[:-1] + (self.n_outputs,))
 
     def _folds_output_conv(self) -> bool:
         """Whether B folds into W_dec (`decoder_fold`). "auto" folds when C <= k' (fewer FLOPs), and
@@ -312,7 +345,7 @@ class Conv4Rec(nn.Module):
         over the activations they save (H200, ML-20M shape, C = 10, k' = 8: 1.27 against 1.52 s/epoch)."""
         if self.decoder_activation != "identity" or self.decoder_fold == "never":
             return False
-        if self.decoder_fold == "always" or self.n_channels <= self.decoder_channels:
+        if self.decoder_fold == "always" or self.n_outputs <= self.decoder_channels:
             return True
         return self.matmul_precision == "bfloat16" and jax.default_backend() != "cpu"
 
@@ -337,11 +370,15 @@ def _drawn_as_n_d_k(init):
 
 def build_model(model_config, *, n_cols: int, n_channels: int) -> Conv4Rec:
     """The module for a config and a catalogue of `n_cols` columns."""
+    if model_config.rating_head == "ordinal" and n_channels < 2:
+        raise ConfigError(f"model.rating_head='ordinal' needs at least 2 ordered rating levels; the data has {n_channels} channel")
     return Conv4Rec(n_cols=n_cols, n_channels=n_channels, conv_channels=model_config.conv_channels,
                     hidden=tuple(model_config.hidden), decoder_channels=model_config.decoder_channels,
                     encoder_activation=model_config.encoder_activation,
                     decoder_activation=model_config.decoder_activation,
-                    decoder_fold=model_config.decoder_fold, input_norm=model_config.input_norm, row_offsets=model_config.row_offsets, matmul_precision=model_config.matmul_precision)
+                    decoder_fold=model_config.decoder_fold, input_norm=model_config.input_norm,
+                    rating_head=model_config.rating_head, row_offsets=model_config.row_offsets,
+                    matmul_precision=model_config.matmul_precision)
 
 
 def init_params(model: Conv4Rec, key):
@@ -351,7 +388,8 @@ def init_params(model: Conv4Rec, key):
 
 
 def weight_names(params) -> list[str]:
-    """Names of the weight arrays (kernels and convolutions) that the L2 penalty covers; biases excluded."""
+    """Names of the weight arrays (kernels and convolutions) that the L2 penalty covers; biases and
+    the ordinal head's cut-points (offsets on the rating scale) excluded."""
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     names = ["/".join(str(getattr(p, "key", p)) for p in path) for path, _ in flat]
-    return [n for n in names if not n.endswith("bias")]
+    return [n for n in names if not n.endswith(("bias", "cutpoints"))]

@@ -221,11 +221,12 @@ class _Kernels:
 
 def column_logits_for_users(module: Conv4Rec, params, item_codes, columns):
     """Item-row logits L_i[u] (b, n_items, C) for user columns given by their own parameters:
-    columns = (decoder_kernel (b, k', d), decoder_bias (b, k'), output_bias (b, C))."""
+    columns = (decoder_kernel (b, k', d), decoder_bias (b, k'), output_bias (b, n_outputs))."""
     kernel, bias, out_bias = columns
     y = jnp.einsum("id,ukd->uik", item_codes, kernel) + bias[:, None, :]
     row_offset = module.apply({"params": params}, item_codes, method=Conv4Rec.row_offset)  # (n_items, C)
-    return ACTIVATION_FNS[module.decoder_activation](y) @ params["output_conv"] + out_bias[:, None, :] + row_offset
+    raw = ACTIVATION_FNS[module.decoder_activation](y) @ params["output_conv"] + out_bias[:, None, :] + row_offset
+    return module.apply({"params": params}, raw, method=Conv4Rec.head)
 
 
 def _column_params(params, cols):

@@ -9,7 +9,7 @@ from convae_jax import config as config_lib
 from convae_jax import losses
 from convae_jax.data import RowMatrix, entry_budget, iterate_batches
 from convae_jax.errors import ConfigError
-from convae_jax.model import Conv4Rec, build_model, init_params
+from convae_jax.model import Conv4Rec, build_model, init_params, weight_names
 
 
 def test_parameter_count_of_testing_config():
@@ -167,3 +167,48 @@ def test_item_row_scoring_of_columns_matches_the_module():
     want = module.apply({"params": params}, codes, None, method=Conv4Rec.column_logits)[:, cols]  # (5, 2, 3)
     got = column_logits_for_users(module, params, codes, _column_params(params, cols))  # (2, 5, 3)
     np.testing.assert_allclose(got, jnp.transpose(want, (1, 0, 2)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fold", ["always", "never"])
+def test_ordinal_head_is_a_cumulative_logit_model_inside_the_joint_softmax(small_data, fold):
+    """With the ordinal head B gives (s, η) per column; the C logits must keep s as the consume
+    logit (logsumexp over channels) and give P(rating <= v_c) = σ(θ_c − η) with increasing θ."""
+    cfg = config_lib.testing().override(["model.rating_head='ordinal'", f"model.decoder_fold={fold}"])
+    matrix = RowMatrix.from_interactions(small_data, orientation="user")
+    module = build_model(cfg.model, n_cols=matrix.n_cols, n_channels=small_data.n_channels)
+    params = init_params(module, jax.random.key(1))
+    params = jax.tree_util.tree_map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(2), p.shape), params)
+    assert params["output_conv"].shape == (4, 2) and params["cutpoints"].shape == (small_data.n_channels - 1,)
+    batch = next(iterate_batches(matrix, np.arange(8), batch_rows=8, budget=entry_budget(matrix.lengths, 8)))
+    x = np.zeros((8, matrix.n_cols, small_data.n_channels), np.float32)
+    real = batch.segment < 8
+    np.add.at(x, (batch.segment[real], batch.col[real], batch.channel[real]), batch.count[real])
+    raw = np.asarray(dense_reference_logits(params, jnp.asarray(x)), np.float64)  # (8, n, 2): s, η
+    logits = np.asarray(module.apply({"params": params}, batch.segment, batch.col, batch.channel, batch.count, 8), np.float64)
+
+    np.testing.assert_allclose(np.log(np.exp(logits).sum(-1)), raw[..., 0], rtol=1e-5, atol=1e-5)
+    raw_cut = np.asarray(params["cutpoints"], np.float64)
+    theta = raw_cut[0] + np.concatenate([[0.0], np.cumsum(np.log1p(np.exp(raw_cut[1:])))])
+    assert np.all(np.diff(theta) > 0)
+    p_rating = np.exp(logits - logits.max(-1, keepdims=True))
+    p_rating /= p_rating.sum(-1, keepdims=True)
+    at_most = np.cumsum(p_rating, -1)[..., :-1]
+    np.testing.assert_allclose(at_most, 1 / (1 + np.exp(raw[..., 1:] - theta)), rtol=1e-4, atol=1e-6)
+
+    h = module.apply({"params": params}, batch.segment, batch.col, batch.channel, batch.count, 8, method=Conv4Rec.encode)
+    rows, cols = batch.segment[real], batch.col[real]
+    entries = module.apply({"params": params}, h[rows], cols, method=Conv4Rec.entry_logits)
+    np.testing.assert_allclose(entries, logits[rows, cols], rtol=1e-5, atol=1e-5)
+    grads = jax.grad(lambda p: jnp.sum(module.apply({"params": p}, batch.segment, batch.col, batch.channel,
+                                                    batch.count, 8)[..., 0]))(params)
+    assert all(np.isfinite(g).all() for g in jax.tree_util.tree_leaves(grads)) and np.abs(grads["cutpoints"]).max() > 0
+
+
+def test_ordinal_head_needs_two_levels_and_its_cutpoints_are_not_penalised():
+    cfg = config_lib.testing().override(["model.rating_head='ordinal'"]).model
+    with pytest.raises(ConfigError, match="at least 2 ordered rating levels"):
+        build_model(cfg, n_cols=5, n_channels=1)
+    params = init_params(build_model(cfg, n_cols=5, n_channels=5), jax.random.key(0))
+    assert "cutpoints" in params and "cutpoints" not in weight_names(params) and "output_conv" in weight_names(params)
+    with pytest.raises(ConfigError, match="rating_head"):
+        config_lib.testing().override(["model.rating_head='probit'"])

@@ -216,13 +216,21 @@ def test_load_refuses_parameters_that_do_not_match_the_config(fitted, tmp_path):
         load_model(tmp_path / "m")
 
 
-def test_row_offsets_train_save_and_score_every_path(small_data, tmp_path):
-    """With model.row_offsets the shared map V learns (it starts at 0), survives a save/load, and
-    the item-row scorer (columns by their own parameters) agrees with the rating path."""
+ORDINAL_INIT_CUTPOINTS = np.array([-1.5, np.log(np.e - 1), np.log(np.e - 1), np.log(np.e - 1)])  # C = 5
+
+
+# (override, parameter it adds, that parameter at init): both start at a fixed value and must learn.
+@pytest.mark.parametrize("override, name, initial", [("model.row_offsets=True", "row_offset_kernel", 0.0),
+                                                     ("model.rating_head='ordinal'", "cutpoints", ORDINAL_INIT_CUTPOINTS)],
+                         ids=["row_offsets", "ordinal_head"])
+def test_head_extensions_train_save_and_score_every_path(small_data, tmp_path, override, name, initial):
+    """With model.row_offsets (the shared map V) or the ordinal head (its cut-points) the added
+    parameters learn, survive a save/load, and the item-row scorer (columns by their own
+    parameters) agrees with the rating path."""
     train, test = holdout_interactions(small_data, fraction=0.15, seed=0)
-    config = quick_config("item", max_epochs=4, patience=4).override(["model.row_offsets=True"])
+    config = quick_config("item", max_epochs=4, patience=4).override([override])
     model = fit(train, config)
-    assert np.abs(np.asarray(model.params["row_offset_kernel"])).max() > 1e-3
+    assert np.abs(np.asarray(model.params[name]) - initial).max() > 1e-3
     save_model(model, tmp_path / "m")
     loaded = load_model(tmp_path / "m")
     np.testing.assert_array_equal(loaded.rating_log_probs(test.user, test.item), model.rating_log_probs(test.user, test.item))

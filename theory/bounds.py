@@ -229,9 +229,11 @@ def initial_params(model: FittedModel):
 def model_bounds(model: FittedModel, params0=None) -> dict:
     """Every quantity and bound of one trained user-row model, in both variants."""
     mc = model.config.model
-    if mc.orientation != "user" or mc.decoder_activation != "identity" or mc.encoder_activation not in ("relu", "identity"):
-        raise ValueError("bounds are derived for user rows, a ReLU or identity encoder and an identity decoder activation "
-                         f"(got {mc.orientation!r}, {mc.encoder_activation!r}, {mc.decoder_activation!r})")
+    if (mc.orientation != "user" or mc.decoder_activation != "identity" or mc.encoder_activation not in ("relu", "identity")
+            or mc.rating_head != "categorical"):
+        raise ValueError("bounds are derived for user rows, a ReLU or identity encoder, an identity decoder activation "
+                         f"and the categorical rating head (got {mc.orientation!r}, {mc.encoder_activation!r}, "
+                         f"{mc.decoder_activation!r}, {mc.rating_head!r})")
     params0 = initial_params(model) if params0 is None else params0
     inputs = input_norms(model.train)
     _, residual = output_bias_into_decoder(model.params)
