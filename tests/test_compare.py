@@ -59,7 +59,7 @@ def test_strong_split_targets_are_clicks_and_conv4rec_never_sees_them(small_data
 def test_every_conv4rec_grid_point_builds_a_valid_config():
     """A misspelt preset or override would only fail hours into a real comparison."""
     grids = [compare.CONV4REC_EXPLICIT_GRID, compare.CONV4REC_RATINGS_GRID, compare.CONV4REC_USER_ROWS_GRID,
-             compare.CONV4REC_CLICKS_GRID, compare.CONV4REC_USER_ROWS_CLICKS_GRID]
+             compare.CONV4REC_CLICKS_GRID, compare.CONV4REC_USER_ROWS_CLICKS_GRID, compare.CONV4REC_ORDINAL_GRID]
     for grid in grids:
         for point in grid:
             config = compare.conv4rec_config(point["preset"], point.get("overrides", ()), seed=2)
@@ -72,7 +72,8 @@ def test_every_entrant_of_the_full_comparison_keeps_the_budget():
     """The budget rule of docs/results.md: every model, ours and the peers', gets one to three grid points."""
     entrants = compare.explicit_entrants(quick=False) + compare.implicit_entrants(quick=False)
     sizes = {e.name: len(e.grid) for e in entrants}
-    assert {"conv4rec", "I-AutoRec", "EASE", "conv4rec user rows (ratings)", "conv4rec user rows (clicks)"} <= set(sizes)
+    assert {"conv4rec", "I-AutoRec", "EASE", "conv4rec user rows (ratings)", "conv4rec user rows (clicks)",
+            "conv4rec (ordinal head)"} <= set(sizes)
     assert all(1 <= size <= 3 for size in sizes.values()), sizes
 
 
