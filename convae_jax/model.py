@@ -335,7 +335,7 @@ class Conv4Rec(nn.Module):
 
     def row_offset(self, h):
         """Offsets (…, n_outputs) of each row from its code, h·V, added at every column: with
-        `row_offsets`, a row's own rating offset is one shared (d, C) map instead of a component
+        `row_offsets`, a row's own rating offset is one shared (d, n_outputs) map instead of a component
         of every column's decoder weights (each separately L2-penalised). 0 otherwise."""
         return h @ self.row_offset_kernel if self.row_offsets else jnp.zeros(h.shape[:-1] + (self.n_outputs,))
 

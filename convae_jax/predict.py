@@ -224,7 +224,7 @@ def column_logits_for_users(module: Conv4Rec, params, item_codes, columns):
     columns = (decoder_kernel (b, k', d), decoder_bias (b, k'), output_bias (b, n_outputs))."""
     kernel, bias, out_bias = columns
     y = jnp.einsum("id,ukd->uik", item_codes, kernel) + bias[:, None, :]
-    row_offset = module.apply({"params": params}, item_codes, method=Conv4Rec.row_offset)  # (n_items, C)
+    row_offset = module.apply({"params": params}, item_codes, method=Conv4Rec.row_offset)  # (n_items, n_outputs)
     raw = ACTIVATION_FNS[module.decoder_activation](y) @ params["output_conv"] + out_bias[:, None, :] + row_offset
     return module.apply({"params": params}, raw, method=Conv4Rec.head)
 

@@ -40,6 +40,14 @@ def _random_model(n_items: int, seed: int = 0):
     return FittedModel(config, params, fit), params0, module
 
 
+def test_bounds_refuse_a_model_they_are_not_derived_for():
+    """The layer chain ends with B as a linear map; the ordinal head puts a nonlinearity after it."""
+    model, _, _ = _random_model(6)
+    ordinal = FittedModel(model.config.override(["model.rating_head=ordinal"]), model.params, model.train)
+    with pytest.raises(ValueError, match="categorical rating head"):
+        model_bounds(ordinal)
+
+
 def _materialised(params, n):
     """The augmented layer matrices of theory.bounds, built in full (reference for small n)."""
     p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), dict(params))

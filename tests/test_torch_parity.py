@@ -146,7 +146,10 @@ def test_native_init_matches_flax_scale(setup):
         assert np.abs(native[name]).max() <= np.abs(np.asarray(params[name])).max() * 1.05
 
 
-def test_reference_options_only(setup):
-    config = setup[0].override(["model.explicit_on=dropped"])
-    with pytest.raises(ValueError, match="explicit_on"):
+@pytest.mark.parametrize("override, field", [("model.explicit_on=dropped", "explicit_on"),
+                                             ("model.row_offsets=True", "row_offsets"),
+                                             ("model.rating_head=ordinal", "rating_head")])
+def test_reference_options_only(setup, override, field):
+    config = setup[0].override([override])
+    with pytest.raises(ValueError, match=field):
         tb.Architecture.of(config.model, n_cols=4, n_channels=5)
