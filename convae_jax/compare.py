@@ -407,8 +407,8 @@ CONV4REC_USER_ROWS_GRID = [{"preset": "ratings_fast", "overrides": (
     "model.orientation='user'", "train.weight_average=0.995", "train.max_epochs=80", "train.patience=8")}]
 CONV4REC_CLICKS_GRID = [{"preset": "clicks_fast"}]
 # The clicks model in user rows: the user-rows ratings point on one channel, its epoch picked by the
-# validation users' NDCG@100 as the ratings model's is (the cap and patience those of that point).
-CONV4REC_USER_ROWS_CLICKS_GRID = [{"preset": "ratings_fast", "overrides": CONV4REC_USER_ROWS_GRID[0]["overrides"]}]
+# validation users' NDCG@100 as the ratings model's is.
+CONV4REC_USER_ROWS_CLICKS_GRID = CONV4REC_USER_ROWS_GRID
 
 
 # --- the run -----------------------------------------------------------------------------------------

@@ -238,10 +238,7 @@ class Conv4Rec(nn.Module):
         if self.row_offsets:
             self.row_offset_kernel = self.param("row_offset_kernel", nn.initializers.zeros, (d_last, n_out))
         if self.rating_head == "ordinal":
-            # θ_1, then log(exp(gap) - 1) of each later gap: unit gaps, centred on 0, at init.
-            start = -(c - 2) / 2
-            self.cutpoints = self.param("cutpoints", lambda key, shape: jnp.full(shape, math.log(math.e - 1)).at[0].set(start),
-                                        (c - 1,))
+            self.cutpoints = self.param("cutpoints", _unit_gap_cutpoints, (c - 1,))
 
     @property
     def n_outputs(self) -> int:
@@ -331,7 +328,8 @@ class Conv4Rec(nn.Module):
     def entry_logits(self, h_entries, cols):
         """Logits (T, C) of row code h_entries[t] at column cols[t]: the observed entries only."""
         y = contract("td,tkd->tk", h_entries, self.decoder_kernel[cols], precision=self.matmul_precision)
-        return self.head(self._output_conv(y + self.decoder_bias[cols]) + self.output_bias[cols] + self.row_offset(h_entries))
+        raw = self._output_conv(y + self.decoder_bias[cols]) + self.output_bias[cols] + self.row_offset(h_entries)
+        return self.head(raw)
 
     def row_offset(self, h):
         """Offsets (…, n_outputs) of each row from its code, h·V, added at every column: with
@@ -359,6 +357,12 @@ class Conv4Rec(nn.Module):
         return self.column_logits(h)
 
 
+def _unit_gap_cutpoints(key, shape, dtype=jnp.float32):
+    """The ordinal head's cut-points at init, stored as θ_1 then log(e^gap − 1) of each later gap:
+    unit gaps, centred on 0."""
+    return jnp.full(shape, math.log(math.e - 1), dtype).at[0].set(-(shape[0] - 1) / 2)
+
+
 def _drawn_as_n_d_k(init):
     """`init` drawn as (n, d, k') and stored (n, k', d): the values of earlier releases, which
     stored W_dec as (n, d, k'), so that a seed still gives the same model."""
@@ -371,7 +375,8 @@ def _drawn_as_n_d_k(init):
 def build_model(model_config, *, n_cols: int, n_channels: int) -> Conv4Rec:
     """The module for a config and a catalogue of `n_cols` columns."""
     if model_config.rating_head == "ordinal" and n_channels < 2:
-        raise ConfigError(f"model.rating_head='ordinal' needs at least 2 ordered rating levels; the data has {n_channels} channel")
+        raise ConfigError("model.rating_head='ordinal' needs at least 2 ordered rating levels; "
+                          f"the data has {n_channels} channel")
     return Conv4Rec(n_cols=n_cols, n_channels=n_channels, conv_channels=model_config.conv_channels,
                     hidden=tuple(model_config.hidden), decoder_channels=model_config.decoder_channels,
                     encoder_activation=model_config.encoder_activation,
