@@ -35,7 +35,7 @@ class ModelConfig:
     implicit_weight: float = 1.0  # weight of the implicit term log p(i), >= 0; 0 gives the explicit-only variant (P(consume) untrained)
     explicit_on: str = "all"  # which interactions the explicit term scores: "all" observed, or only those "dropped" this step
     logit_chunk: int = 8192  # columns per chunk of the log-sum-exp over the catalogue; memory O(batch·chunk·C)
-    decoder_fold: str = "auto"  # one of DECODER_FOLDS: fold B into W_dec (needs ψ = identity); "auto" folds when C <= k' (fewer FLOPs) and, for bf16 matmuls off CPU, at any C (more FLOPs, two fewer passes over the activations); "always" and "never" force it
+    decoder_fold: str = "auto"  # one of DECODER_FOLDS: fold B into W_dec (needs ψ = identity); "auto" folds when B's outputs per column (C; 2 with the ordinal head) are <= k' (fewer FLOPs) and, for bf16 matmuls off CPU, at any C (more FLOPs, two fewer passes over the activations); "always" and "never" force it
     input_norm: str = "none"  # one of INPUT_NORMS: "l2" divides each row's input by the L2 norm of its full (pre-dropout) counts, as Mult-DAE/VAE do
     rating_head: str = "categorical"  # one of RATING_HEADS: "categorical" (a free logit per channel, SPEC §2) or "ordinal" (cumulative logit over the ordered levels; see Conv4Rec.head)
     row_offsets: bool = False  # add h·V (V: d x C) to every column's logits: a row's rating offset from its code (see Conv4Rec.row_offset)

@@ -254,7 +254,7 @@ class Conv4Rec(nn.Module):
         if self.rating_head != "ordinal":
             return raw
         s, eta = raw[..., :1], raw[..., 1:]
-        theta = self.cutpoints[0] + jnp.concatenate([jnp.zeros(1), jnp.cumsum(jax.nn.softplus(self.cutpoints[1:]))])
+        theta = _ordered_cutpoints(self.cutpoints)
         zero = jnp.zeros_like(eta)
         at_most = jnp.concatenate([jax.nn.log_sigmoid(theta - eta), zero], axis=-1)
         above_previous = jnp.concatenate([zero, jax.nn.log_sigmoid(eta - theta)], axis=-1)
@@ -333,14 +333,15 @@ class Conv4Rec(nn.Module):
 
     def row_offset(self, h):
         """Offsets (…, n_outputs) of each row from its code, h·V, added at every column: with
-        `row_offsets`, a row's own rating offset is one shared (d, n_outputs) map instead of a component
-        of every column's decoder weights (each separately L2-penalised). 0 otherwise."""
+        `row_offsets`, a row's own rating offset is one shared (d, n_outputs) map instead of a
+        component of every column's decoder weights (each separately L2-penalised). 0 otherwise."""
         return h @ self.row_offset_kernel if self.row_offsets else jnp.zeros(h.shape[:-1] + (self.n_outputs,))
 
     def _folds_output_conv(self) -> bool:
-        """Whether B folds into W_dec (`decoder_fold`). "auto" folds when C <= k' (fewer FLOPs), and
-        at any C for bf16 matmuls off CPU, where the extra GEMM FLOPs cost less than the two passes
-        over the activations they save (H200, ML-20M shape, C = 10, k' = 8: 1.27 against 1.52 s/epoch)."""
+        """Whether B folds into W_dec (`decoder_fold`). "auto" folds when B's outputs per column
+        (C, or 2 with the ordinal head) are at most k' (fewer FLOPs), and at any C for bf16 matmuls
+        off CPU, where the extra GEMM FLOPs cost less than the two passes over the activations they
+        save (H200, ML-20M shape, C = 10, k' = 8: 1.27 against 1.52 s/epoch)."""
         if self.decoder_activation != "identity" or self.decoder_fold == "never":
             return False
         if self.decoder_fold == "always" or self.n_outputs <= self.decoder_channels:
@@ -358,9 +359,15 @@ class Conv4Rec(nn.Module):
 
 
 def _unit_gap_cutpoints(key, shape, dtype=jnp.float32):
-    """The ordinal head's cut-points at init, stored as θ_1 then log(e^gap − 1) of each later gap:
-    unit gaps, centred on 0."""
+    """The ordinal head's cut-points at init, as `_ordered_cutpoints` reads them: unit gaps,
+    centred on 0."""
     return jnp.full(shape, math.log(math.e - 1), dtype).at[0].set(-(shape[0] - 1) / 2)
+
+
+def _ordered_cutpoints(stored):
+    """θ (C − 1,), increasing, from their storage: θ_1, then softplus⁻¹ of each later gap, so that
+    any stored values give ordered cut-points."""
+    return stored[0] + jnp.concatenate([jnp.zeros(1), jnp.cumsum(jax.nn.softplus(stored[1:]))])
 
 
 def _drawn_as_n_d_k(init):
