@@ -51,15 +51,16 @@ def sweep_seed(data, dataset: str, seed: int) -> dict:
                       for r in ranks}}
 
 
-def _mean_std(values) -> dict:
+def mean_std(values) -> dict:
+    """mean and std (ddof 1; 0 for one value) of a list of scores."""
     values = np.asarray(values, np.float64)
     return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 else 0.0}
 
 
 def summarise(runs: list[dict]) -> dict:
     ranks = runs[0]["ridge"]
-    return {"ease": _mean_std([run["ease"]["test"] for run in runs]),
-            "ridge": {r: _mean_std([run["ridge"][r]["test"] for run in runs]) for r in ranks}}
+    return {"ease": mean_std([run["ease"]["test"] for run in runs]),
+            "ridge": {r: mean_std([run["ridge"][r]["test"] for run in runs]) for r in ranks}}
 
 
 def conv4rec_reference(dataset: str, results_dir: Path) -> dict | None:
