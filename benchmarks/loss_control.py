@@ -26,14 +26,14 @@ import numpy as np
 import optax
 
 from benchmarks.rank_sweep import mean_std
-from convae_jax.compare import IMPLICIT_USERS, RESULTS_DIR, SEEDS, environment, strong_split
+from convae_jax.compare import (EASE_L2_GRID, IMPLICIT_USERS, RESULTS_DIR, SEEDS, dataset_strong_split,
+                                environment)
 from convae_jax.data import load_dataset
 from convae_jax.evaluate import strong_generalization_protocol
 from convae_jax.rank import seen_mask
 
 EPOCHS = 12
 BATCH_USERS = 32
-EASE_L2 = (200.0, 50.0, 1000.0)  # EASE's grid in `convae compare`
 LOSSES = ("softmax", "squared")
 
 
@@ -43,7 +43,7 @@ def grid(loss: str, n_train_users: int) -> tuple[tuple[float, float, float], ...
     (over n_train_users). Softmax: the points tried on Douban's seed-0 validation users before
     this grid was fixed (L2 0.01 and 0.001 with Conv4Rec's input dropout, 0.0001 without)."""
     if loss == "squared":
-        return tuple((l2 / n_train_users, 0.0, 1e-3) for l2 in EASE_L2)
+        return tuple((l2 / n_train_users, 0.0, 1e-3) for l2 in EASE_L2_GRID)
     return (0.01, 0.6, 1e-3), (0.001, 0.6, 1e-3), (0.0001, 0.0, 3e-3)
 
 
@@ -99,8 +99,7 @@ def train_point(loss: str, clicks_split, point: tuple, seed: int) -> dict:
 
 
 def run_seed(data, dataset: str, seed: int) -> dict:
-    n_val, n_test = IMPLICIT_USERS[dataset]
-    clicks = strong_split(data, n_val_users=n_val, n_test_users=n_test, seed=seed).clicks
+    clicks = dataset_strong_split(dataset, data, seed=seed).clicks
     out = {"seed": seed}
     n_train_users = int(np.unique(clicks.train.user).size)
     for loss in LOSSES:
@@ -115,7 +114,8 @@ def markdown(doc: dict) -> str:
              f"Test NDCG@100 (strong generalization), mean ± std over seeds {doc['seeds']}; point and epoch "
              f"({EPOCHS} epochs, batches of {BATCH_USERS} users, Adam) picked on the validation users. "
              f"Machine: {env['cpu']} ({env['cores']} cores); versions: {env['versions']}. "
-             f"Command: `{doc['command']}`.", "", "| dataset | softmax (Conv4Rec's implicit term) | squared error (EASE's) |",
+             f"Command: `{doc['command']}`.", "",
+             "| dataset | softmax (Conv4Rec's implicit term) | squared error (EASE's) |",
              "|---|---|---|"]
     for dataset, runs in doc["datasets"].items():
         cells = []

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from convae_jax.compare import IMPLICIT_USERS, RESULTS_DIR, SEEDS, environment, strong_split
+from convae_jax.compare import (EASE_L2_GRID, IMPLICIT_USERS, RESULTS_DIR, SEEDS, dataset_strong_split,
+                                environment)
 from convae_jax.data import load_dataset
 from convae_jax.evaluate import strong_generalization_protocol
 from convae_jax.peers.ease import EASE, GramSpectrum
 
 RANKS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
-L2_GRID = (200.0, 50.0, 1000.0)  # EASE's grid in `convae compare`
 CONV4REC_ROW = "conv4rec user rows (ratings)"
 
 
@@ -41,13 +41,12 @@ def _best_on_validation(models: dict, clicks) -> dict:
 
 
 def sweep_seed(data, dataset: str, seed: int) -> dict:
-    n_val, n_test = IMPLICIT_USERS[dataset]
-    clicks = strong_split(data, n_val_users=n_val, n_test_users=n_test, seed=seed).clicks
+    clicks = dataset_strong_split(dataset, data, seed=seed).clicks
     spectrum = GramSpectrum.of(clicks.train)
     ranks = [r for r in RANKS if r < data.n_items] + [data.n_items]
     return {"seed": seed, "n_train_users": int(np.unique(clicks.train.user).size),
-            "ease": _best_on_validation({l2: EASE.fit(clicks.train, l2=l2) for l2 in L2_GRID}, clicks),
-            "ridge": {r: _best_on_validation({l2: spectrum.ridge(rank=r, l2=l2) for l2 in L2_GRID}, clicks)
+            "ease": _best_on_validation({l2: EASE.fit(clicks.train, l2=l2) for l2 in EASE_L2_GRID}, clicks),
+            "ridge": {r: _best_on_validation({l2: spectrum.ridge(rank=r, l2=l2) for l2 in EASE_L2_GRID}, clicks)
                       for r in ranks}}
 
 
@@ -76,7 +75,7 @@ def markdown(doc: dict) -> str:
     env = doc["environment"]
     lines = ["# Rank sweep: the rank-r ridge against EASE and Conv4Rec (strong generalization, NDCG@100)", "",
              f"Test NDCG@100, mean ± std over seeds {doc['seeds']}; λ picked per rank on the validation users "
-             f"from {list(L2_GRID)}. Machine: {env['cpu']} ({env['cores']} cores); versions: {env['versions']}. "
+             f"from {list(EASE_L2_GRID)}. Machine: {env['cpu']} ({env['cores']} cores); versions: {env['versions']}. "
              f"Command: `{doc['command']}`.", ""]
     for dataset, entry in doc["datasets"].items():
         summary = entry["summary"]
@@ -86,7 +85,8 @@ def markdown(doc: dict) -> str:
         lines += [f"| ridge, rank {r} | {s['mean']:.3f} ± {s['std']:.3f} |" for r, s in summary["ridge"].items()]
         lines.append(f"| EASE | {summary['ease']['mean']:.3f} ± {summary['ease']['std']:.3f} |")
         if conv:
-            lines.append(f"| Conv4Rec user rows (d = 128; committed comparison) | {conv['mean']:.3f} ± {conv['std']:.3f} |")
+            lines.append("| Conv4Rec user rows (d = 128; committed comparison) | "
+                         f"{conv['mean']:.3f} ± {conv['std']:.3f} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -52,6 +52,7 @@ IMPLICIT_USERS = {"ml-100k": (100, 150), "ml-latest-small": (60, 100), "douban":
 # 100 epochs (not 200) and batches of 100 users (not 500, which gives a few hundred steps in all on
 # these small sets), the DAE's λ = 0.01 / batch as in the notebook, β annealed over 2000 steps.
 MULT_EPOCHS = 100
+EASE_L2_GRID = (200.0, 50.0, 1000.0)  # λ of EASE's points, the first also its quick-mode point
 CLICK_THRESHOLD = 3.5  # ratings >= this are clicks, as in the Mult-VAE notebook
 MIN_USER_CLICKS = 5  # the notebook's min_uc: users with fewer clicks are dropped from the implicit data
 VALIDATION_FRACTION = 0.05  # share of the training pairs that selects grid points and epochs (explicit task)
@@ -373,7 +374,7 @@ def implicit_entrants(*, quick: bool) -> list[Entrant]:
         return tuple(points[:1]) if quick else tuple(points)
 
     short = {"epochs": 3} if quick else {"epochs": MULT_EPOCHS}
-    ease_grid = grid([{"l2": 200.0}, {"l2": 50.0}, {"l2": 1000.0}])
+    ease_grid = grid([{"l2": l2} for l2 in EASE_L2_GRID])
     conv_clicks = [{"preset": "testing"}] if quick else CONV4REC_CLICKS_GRID
     conv_user_clicks = ([{"preset": "testing", "overrides": ("model.orientation='user'",)}] if quick
                         else CONV4REC_USER_ROWS_CLICKS_GRID)
@@ -491,7 +492,12 @@ def save_record(path: Path, task: str, name: str, record: dict, *, dataset: str,
 def _task_split(dataset, protocol, data_dir, *, seed: int, quick: bool):
     if protocol:
         return make_explicit_split(*explicit_split(dataset, protocol, data_dir, seed=seed), seed=seed)
-    data = load_dataset(dataset, data_dir).train
+    return dataset_strong_split(dataset, load_dataset(dataset, data_dir).train, seed=seed, quick=quick)
+
+
+def dataset_strong_split(dataset: str, data: Interactions, *, seed: int, quick: bool = False) -> StrongSplit:
+    """The comparison's strong-generalization split of `dataset` (its `IMPLICIT_USERS` held out;
+    at most 30 of each in quick mode), shared with the accuracy controls in benchmarks/."""
     n_val, n_test = IMPLICIT_USERS[dataset]
     if quick:
         n_val, n_test = min(n_val, 30), min(n_test, 30)
