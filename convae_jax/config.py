@@ -15,6 +15,7 @@ MATMUL_PRECISIONS = ("default", "float32", "tensorfloat32", "bfloat16")
 DECODER_FOLDS = ("auto", "always", "never")
 INPUT_NORMS = ("none", "l2")
 RATING_HEADS = ("categorical", "ordinal")
+CUTPOINTS = ("shared", "per_column")
 # Validation metrics that can pick the epoch, lower is better: the rating metrics of held-out pairs,
 # or the negated NDCG@100 of held-out users, which only a ranking scorer passed to `fit` returns.
 SELECT_METRICS = ("rmse", "nll", "neg_ndcg@100")
@@ -38,6 +39,7 @@ class ModelConfig:
     decoder_fold: str = "auto"  # one of DECODER_FOLDS: fold B into W_dec (needs ψ = identity); "auto" folds when B's outputs per column (C; 2 with the ordinal head) are <= k' (fewer FLOPs) and, for bf16 matmuls off CPU, at any C (more FLOPs, two fewer passes over the activations); "always" and "never" force it
     input_norm: str = "none"  # one of INPUT_NORMS: "l2" divides each row's input by the L2 norm of its full (pre-dropout) counts, as Mult-DAE/VAE do
     rating_head: str = "categorical"  # one of RATING_HEADS: "categorical" (a free logit per channel, SPEC §2) or "ordinal" (cumulative logit over the ordered levels; see Conv4Rec.head)
+    cutpoints: str = "shared"  # one of CUTPOINTS, the ordinal head's cut-points θ: "shared" by every column, or "per_column" (a rating scale of its own per column: per user under item rows)
     row_offsets: bool = False  # add h·V (V: d x C) to every column's logits: a row's rating offset from its code (see Conv4Rec.row_offset)
     matmul_precision: str = "default"  # one of MATMUL_PRECISIONS: "default" (backend's: exact fp32 on CPU, TF32 on Ampere+ GPUs), "float32", "tensorfloat32", "bfloat16" (bf16 operands, fp32 accumulation)
 
@@ -90,6 +92,8 @@ class Config:
             (m.explicit_on in ("all", "dropped"), "model.explicit_on must be 'all' or 'dropped'"),
             (m.input_norm in INPUT_NORMS, f"model.input_norm must be one of {INPUT_NORMS}"),
             (m.rating_head in RATING_HEADS, f"model.rating_head must be one of {RATING_HEADS}"),
+            (m.cutpoints in CUTPOINTS, f"model.cutpoints must be one of {CUTPOINTS}"),
+            (m.cutpoints == "shared" or m.rating_head == "ordinal", "model.cutpoints='per_column' needs model.rating_head='ordinal'"),
             (m.logit_chunk >= 1, "model.logit_chunk must be >= 1"),
             (m.decoder_fold in DECODER_FOLDS, f"model.decoder_fold must be one of {DECODER_FOLDS}"),
             (m.decoder_fold != "always" or m.decoder_activation == "identity",

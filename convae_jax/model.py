@@ -218,6 +218,7 @@ class Conv4Rec(nn.Module):
     decoder_fold: str = "auto"
     input_norm: str = "none"
     rating_head: str = "categorical"
+    per_column_cutpoints: bool = False
     row_offsets: bool = False
     matmul_precision: str = "default"
 
@@ -238,28 +239,39 @@ class Conv4Rec(nn.Module):
         if self.row_offsets:
             self.row_offset_kernel = self.param("row_offset_kernel", nn.initializers.zeros, (d_last, n_out))
         if self.rating_head == "ordinal":
-            self.cutpoints = self.param("cutpoints", _unit_gap_cutpoints, (c - 1,))
+            shape = (self.n_cols, c - 1) if self.per_column_cutpoints else (c - 1,)
+            self.cutpoints = self.param("cutpoints", _unit_gap_cutpoints, shape)
 
     @property
     def n_outputs(self) -> int:
         """Outputs of B per column: C logits, or (consume logit, location) for the ordinal head."""
         return 2 if self.rating_head == "ordinal" else self.n_channels
 
-    def head(self, raw):
+    def head(self, raw, cutpoints=None):
         """Logits (…, C) from B's outputs (…, n_outputs). Categorical: as they are. Ordinal: from
         s (consume logit) and η (location), L_c = s + log P(rating = v_c | η), the cumulative-logit
         model P(rating <= v_c) = σ(θ_c − η) with ordered cut-points θ, so that logsumexp_c L = s
         and softmax_c L is the ordinal distribution. P(θ_(c−1) < · <= θ_c) is written as
-        σ(θ_c − η)·σ(η − θ_(c−1))·(1 − exp(θ_(c−1) − θ_c)), whose logs stay finite."""
+        σ(θ_c − η)·σ(η − θ_(c−1))·(1 − exp(θ_(c−1) − θ_c)), whose logs stay finite.
+        `cutpoints`: the stored cut-points, broadcastable to raw's leading axes with C − 1 last
+        (`cutpoints_at`); default the module's own, right when they are shared."""
         if self.rating_head != "ordinal":
             return raw
         s, eta = raw[..., :1], raw[..., 1:]
-        theta = _ordered_cutpoints(self.cutpoints)
+        theta = _ordered_cutpoints(self.cutpoints if cutpoints is None else cutpoints)
         zero = jnp.zeros_like(eta)
+        edge = jnp.zeros(theta.shape[:-1] + (1,))
         at_most = jnp.concatenate([jax.nn.log_sigmoid(theta - eta), zero], axis=-1)
         above_previous = jnp.concatenate([zero, jax.nn.log_sigmoid(eta - theta)], axis=-1)
-        width = jnp.concatenate([jnp.zeros(1), jnp.log(-jnp.expm1(theta[:-1] - theta[1:])), jnp.zeros(1)])
+        width = jnp.concatenate([edge, jnp.log(-jnp.expm1(theta[..., :-1] - theta[..., 1:])), edge], axis=-1)
         return s + at_most + above_previous + width
+
+    def cutpoints_at(self, cols=None):
+        """The ordinal head's stored cut-points at columns `cols` (m,), None for every column:
+        (C − 1,) when shared, (m, C − 1) per column. None without the ordinal head."""
+        if self.rating_head != "ordinal":
+            return None
+        return self.cutpoints[cols] if self.per_column_cutpoints and cols is not None else self.cutpoints
 
     def encode(self, segment, col, channel, count, n_rows: int, norm_count=None):
         """Row codes h (n_rows, d) from entries (T,); entries with segment == n_rows are padding.
@@ -323,13 +335,13 @@ class Conv4Rec(nn.Module):
         else:
             y = contract("bd,xd->bx", h, kernel.reshape(m * k_out, d), precision=self.matmul_precision)
             logits = add_to_every_row(self._output_conv(add_to_every_row(y.reshape(-1, m, k_out), bias)), out_bias)
-        return self.head(logits + self.row_offset(h)[:, None, :])
+        return self.head(logits + self.row_offset(h)[:, None, :], self.cutpoints_at(cols))
 
     def entry_logits(self, h_entries, cols):
         """Logits (T, C) of row code h_entries[t] at column cols[t]: the observed entries only."""
         y = contract("td,tkd->tk", h_entries, self.decoder_kernel[cols], precision=self.matmul_precision)
         raw = self._output_conv(y + self.decoder_bias[cols]) + self.output_bias[cols] + self.row_offset(h_entries)
-        return self.head(raw)
+        return self.head(raw, self.cutpoints_at(cols))
 
     def row_offset(self, h):
         """Offsets (…, n_outputs) of each row from its code, h·V, added at every column: with
@@ -359,15 +371,16 @@ class Conv4Rec(nn.Module):
 
 
 def _unit_gap_cutpoints(key, shape, dtype=jnp.float32):
-    """The ordinal head's cut-points at init, as `_ordered_cutpoints` reads them: unit gaps,
-    centred on 0."""
-    return jnp.full(shape, math.log(math.e - 1), dtype).at[0].set(-(shape[0] - 1) / 2)
+    """The ordinal head's cut-points at init, as `_ordered_cutpoints` reads them (C − 1 last, one
+    set per column when per column): unit gaps, centred on 0."""
+    return jnp.full(shape, math.log(math.e - 1), dtype).at[..., 0].set(-(shape[-1] - 1) / 2)
 
 
 def _ordered_cutpoints(stored):
-    """θ (C − 1,), increasing, from their storage: θ_1, then softplus⁻¹ of each later gap, so that
-    any stored values give ordered cut-points."""
-    return stored[0] + jnp.concatenate([jnp.zeros(1), jnp.cumsum(jax.nn.softplus(stored[1:]))])
+    """θ (…, C − 1), increasing along the last axis, from their storage: θ_1, then softplus⁻¹ of
+    each later gap, so that any stored values give ordered cut-points."""
+    gaps = jnp.cumsum(jax.nn.softplus(stored[..., 1:]), axis=-1)
+    return stored[..., :1] + jnp.concatenate([jnp.zeros(stored.shape[:-1] + (1,)), gaps], axis=-1)
 
 
 def _drawn_as_n_d_k(init):
@@ -389,7 +402,8 @@ def build_model(model_config, *, n_cols: int, n_channels: int) -> Conv4Rec:
                     encoder_activation=model_config.encoder_activation,
                     decoder_activation=model_config.decoder_activation,
                     decoder_fold=model_config.decoder_fold, input_norm=model_config.input_norm,
-                    rating_head=model_config.rating_head, row_offsets=model_config.row_offsets,
+                    rating_head=model_config.rating_head,
+                    per_column_cutpoints=model_config.cutpoints == "per_column", row_offsets=model_config.row_offsets,
                     matmul_precision=model_config.matmul_precision)
 
 

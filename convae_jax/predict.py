@@ -81,8 +81,9 @@ class FittedModel:
             if self.orientation == "user":
                 log_c, log_r = self._kernels.user_row_scores(self.params, self.row_codes[padded])
             else:
+                columns = _column_params(self.module, self.params, padded)
                 log_c, log_r = self._kernels.item_row_scores(self.params, self.row_codes, self.row_log_z,
-                                                             self.log_item_prior, _column_params(self.params, padded))
+                                                             self.log_item_prior, columns)
             yield UserScores(chunk, np.asarray(log_c)[: chunk.size], np.asarray(log_r)[: chunk.size])
 
     def consumption_scores(self, users, *, batch: int | None = None):
@@ -221,16 +222,20 @@ class _Kernels:
 
 def column_logits_for_users(module: Conv4Rec, params, item_codes, columns):
     """Item-row logits L_i[u] (b, n_items, C) for user columns given by their own parameters:
-    columns = (decoder_kernel (b, k', d), decoder_bias (b, k'), output_bias (b, n_outputs))."""
-    kernel, bias, out_bias = columns
+    columns = (decoder_kernel (b, k', d), decoder_bias (b, k'), output_bias (b, n_outputs)), and
+    with per-column cut-points their stored cut-points (b, C − 1)."""
+    kernel, bias, out_bias = columns[:3]
+    cutpoints = columns[3][:, None, :] if len(columns) > 3 else None
     y = jnp.einsum("id,ukd->uik", item_codes, kernel) + bias[:, None, :]
     row_offset = module.apply({"params": params}, item_codes, method=Conv4Rec.row_offset)  # (n_items, n_outputs)
     raw = ACTIVATION_FNS[module.decoder_activation](y) @ params["output_conv"] + out_bias[:, None, :] + row_offset
-    return module.apply({"params": params}, raw, method=Conv4Rec.head)
+    return module.apply({"params": params}, raw, cutpoints, method=Conv4Rec.head)
 
 
-def _column_params(params, cols):
-    return params["decoder_kernel"][cols], params["decoder_bias"][cols], params["output_bias"][cols]
+def _column_params(module: Conv4Rec, params, cols):
+    """The parameters that belong to columns `cols`: `column_logits_for_users`'s `columns`."""
+    names = ("decoder_kernel", "decoder_bias", "output_bias") + (("cutpoints",) if module.per_column_cutpoints else ())
+    return tuple(params[name][cols] for name in names)
 
 
 def encode_rows(kernels: _Kernels, params, matrix: RowMatrix, batch_rows: int) -> jnp.ndarray:
@@ -246,7 +251,8 @@ def encode_rows(kernels: _Kernels, params, matrix: RowMatrix, batch_rows: int) -
 def fold_in_columns(model: FittedModel, history: Interactions, *, steps: int = 150, learning_rate: float = 0.05,
                     users_per_fit: int = 64):
     """Fits, for each new user (a new column under item rows), the column's output parameters
-    θ_u = (W_dec[u], b_dec[u], bias[u]) with every other parameter frozen, maximising
+    θ_u = (W_dec[u], b_dec[u], bias[u], and θ[u] with per-column cut-points) with every other
+    parameter frozen, maximising
         Σ_(i,c)∈H_u [log p_i(u) + λ log p_i(c | u)] − Σ_i N_i p_i(u) − l2 ‖W_dec[u]‖²,
     where N_i is item i's training count: the second term is the Poisson log-likelihood of the
     user's absence from every other item row. θ starts at the mean training column. Adam, full
@@ -258,7 +264,7 @@ def fold_in_columns(model: FittedModel, history: Interactions, *, steps: int = 1
     codes, log_z = model.row_codes, model.row_log_z
     item_counts = jnp.asarray(np.bincount(model.train.item, weights=model.train.count, minlength=model.train.n_items), jnp.float32)
     rating_weight, l2 = model.config.model.rating_weight, model.config.train.l2
-    start = tuple(jnp.mean(p, axis=0) for p in _column_params(params, jnp.arange(model.matrix.n_cols)))
+    start = tuple(jnp.mean(p, axis=0) for p in _column_params(module, params, jnp.arange(model.matrix.n_cols)))
     tx = optax.adam(learning_rate)
 
     def objective(theta, x):

@@ -153,32 +153,37 @@ def test_loss_stays_finite_for_extreme_logits():
     assert np.isfinite(value) and np.all(np.isfinite(grad))
 
 
-def test_item_row_scoring_of_columns_matches_the_module():
+@pytest.mark.parametrize("head", [(), ("model.rating_head='ordinal'", "model.cutpoints='per_column'")],
+                         ids=["categorical", "ordinal_per_column"])
+def test_item_row_scoring_of_columns_matches_the_module(head):
     """predict's per-user column logits (item rows, columns given by their own parameters) are the
-    module's logits, row offsets included."""
+    module's logits, row offsets and each column's own cut-points included."""
     from convae_jax.predict import _column_params, column_logits_for_users
 
-    cfg = config_lib.testing().override(["model.row_offsets=True", "model.hidden=(6,)"])
+    cfg = config_lib.testing().override(["model.row_offsets=True", "model.hidden=(6,)", *head])
     module = build_model(cfg.model, n_cols=9, n_channels=3)
     params = init_params(module, jax.random.key(0))
     params = jax.tree_util.tree_map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(3), p.shape), params)
     codes = jax.random.normal(jax.random.key(4), (5, 6))  # 5 item rows
     cols = jnp.array([7, 2])
     want = module.apply({"params": params}, codes, None, method=Conv4Rec.column_logits)[:, cols]  # (5, 2, 3)
-    got = column_logits_for_users(module, params, codes, _column_params(params, cols))  # (2, 5, 3)
+    got = column_logits_for_users(module, params, codes, _column_params(module, params, cols))  # (2, 5, 3)
     np.testing.assert_allclose(got, jnp.transpose(want, (1, 0, 2)), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("fold", ["always", "never"])
-def test_ordinal_head_is_a_cumulative_logit_model_inside_the_joint_softmax(small_data, fold):
+@pytest.mark.parametrize("fold, scope", [("always", "shared"), ("never", "shared"), ("always", "per_column")])
+def test_ordinal_head_is_a_cumulative_logit_model_inside_the_joint_softmax(small_data, fold, scope):
     """With the ordinal head B gives (s, η) per column; the C logits must keep s as the consume
-    logit (logsumexp over channels) and give P(rating <= v_c) = σ(θ_c − η) with increasing θ."""
-    cfg = config_lib.testing().override(["model.rating_head='ordinal'", f"model.decoder_fold={fold}"])
+    logit (logsumexp over channels) and give P(rating <= v_c) = σ(θ_c − η) with increasing θ,
+    one θ for every column or one per column."""
+    cfg = config_lib.testing().override(["model.rating_head='ordinal'", f"model.decoder_fold={fold}",
+                                         f"model.cutpoints='{scope}'"])
     matrix = RowMatrix.from_interactions(small_data, orientation="user")
     module = build_model(cfg.model, n_cols=matrix.n_cols, n_channels=small_data.n_channels)
     params = init_params(module, jax.random.key(1))
     params = jax.tree_util.tree_map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(2), p.shape), params)
-    assert params["output_conv"].shape == (4, 2) and params["cutpoints"].shape == (small_data.n_channels - 1,)
+    per_column = (matrix.n_cols,) if scope == "per_column" else ()
+    assert params["output_conv"].shape == (4, 2) and params["cutpoints"].shape == per_column + (small_data.n_channels - 1,)
     batch = next(iterate_batches(matrix, np.arange(8), batch_rows=8, budget=entry_budget(matrix.lengths, 8)))
     x = np.zeros((8, matrix.n_cols, small_data.n_channels), np.float32)
     real = batch.segment < 8
@@ -188,8 +193,9 @@ def test_ordinal_head_is_a_cumulative_logit_model_inside_the_joint_softmax(small
 
     np.testing.assert_allclose(np.log(np.exp(logits).sum(-1)), raw[..., 0], rtol=1e-5, atol=1e-5)
     raw_cut = np.asarray(params["cutpoints"], np.float64)
-    theta = raw_cut[0] + np.concatenate([[0.0], np.cumsum(np.log1p(np.exp(raw_cut[1:])))])
-    assert np.all(np.diff(theta) > 0)
+    gaps = np.cumsum(np.log1p(np.exp(raw_cut[..., 1:])), axis=-1)
+    theta = raw_cut[..., :1] + np.concatenate([np.zeros(per_column + (1,)), gaps], axis=-1)  # (C − 1,) or (n, C − 1)
+    assert np.all(np.diff(theta, axis=-1) > 0)
     p_rating = np.exp(logits - logits.max(-1, keepdims=True))
     p_rating /= p_rating.sum(-1, keepdims=True)
     at_most = np.cumsum(p_rating, -1)[..., :-1]
@@ -212,3 +218,5 @@ def test_ordinal_head_needs_two_levels_and_its_cutpoints_are_not_penalised():
     assert "cutpoints" in params and "cutpoints" not in weight_names(params) and "output_conv" in weight_names(params)
     with pytest.raises(ConfigError, match="rating_head"):
         config_lib.testing().override(["model.rating_head='probit'"])
+    with pytest.raises(ConfigError, match="per_column' needs model.rating_head='ordinal'"):
+        config_lib.testing().override(["model.cutpoints='per_column'"])

@@ -219,16 +219,21 @@ def test_load_refuses_parameters_that_do_not_match_the_config(fitted, tmp_path):
 ORDINAL_INIT_CUTPOINTS = np.array([-1.5, np.log(np.e - 1), np.log(np.e - 1), np.log(np.e - 1)])  # C = 5
 
 
-# (override, parameter it adds, that parameter at init): both start at a fixed value and must learn.
-@pytest.mark.parametrize("override, name, initial", [("model.row_offsets=True", "row_offset_kernel", 0.0),
-                                                     ("model.rating_head='ordinal'", "cutpoints", ORDINAL_INIT_CUTPOINTS)],
-                         ids=["row_offsets", "ordinal_head"])
-def test_head_extensions_train_save_and_score_every_path(small_data, tmp_path, override, name, initial):
-    """With model.row_offsets (the shared map V) or the ordinal head (its cut-points) the added
-    parameters learn, survive a save/load, and the item-row scorer (columns by their own
-    parameters) agrees with the rating path."""
+ORDINAL = "model.rating_head='ordinal'"
+
+
+# (overrides, parameter they add, that parameter at init): each starts at a fixed value and must learn.
+@pytest.mark.parametrize("overrides, name, initial", [
+    (["model.row_offsets=True"], "row_offset_kernel", 0.0),
+    ([ORDINAL], "cutpoints", ORDINAL_INIT_CUTPOINTS),
+    ([ORDINAL, "model.cutpoints='per_column'"], "cutpoints", ORDINAL_INIT_CUTPOINTS)],
+    ids=["row_offsets", "ordinal_head", "ordinal_per_column"])
+def test_head_extensions_train_save_and_score_every_path(small_data, tmp_path, overrides, name, initial):
+    """With model.row_offsets (the shared map V) or the ordinal head (its cut-points, shared or
+    per column) the added parameters learn, survive a save/load, the item-row scorer (columns by
+    their own parameters) agrees with the rating path, and new users fold in."""
     train, test = holdout_interactions(small_data, fraction=0.15, seed=0)
-    config = quick_config("item", max_epochs=4, patience=4).override([override])
+    config = quick_config("item", max_epochs=4, patience=4).override(overrides)
     model = fit(train, config)
     assert np.abs(np.asarray(model.params[name]) - initial).max() > 1e-3
     save_model(model, tmp_path / "m")
@@ -238,3 +243,6 @@ def test_head_extensions_train_save_and_score_every_path(small_data, tmp_path, o
     pairs = (np.repeat(scores.users, train.n_items), np.tile(np.arange(train.n_items), scores.users.size))
     np.testing.assert_allclose(scores.log_p_rating.reshape(-1, train.n_channels), model.rating_log_probs(*pairs),
                                rtol=1e-4, atol=1e-5)
+    folded = next(model.fold_in(test.subset(np.isin(test.user, scores.users))).score())
+    np.testing.assert_allclose(np.exp(folded.log_p_rating).sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.exp(folded.log_p_consume).sum(-1), 1.0, rtol=1e-4)
