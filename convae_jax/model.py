@@ -253,8 +253,8 @@ class Conv4Rec(nn.Module):
         model P(rating <= v_c) = σ(θ_c − η) with ordered cut-points θ, so that logsumexp_c L = s
         and softmax_c L is the ordinal distribution. P(θ_(c−1) < · <= θ_c) is written as
         σ(θ_c − η)·σ(η − θ_(c−1))·(1 − exp(θ_(c−1) − θ_c)), whose logs stay finite.
-        `cutpoints`: the stored cut-points, broadcastable to raw's leading axes with C − 1 last
-        (`cutpoints_at`); default the module's own, right when they are shared."""
+        `cutpoints`: stored cut-points (`cutpoints_at`), C − 1 last, broadcastable against raw's
+        leading axes; None reads the module's own, which serve shared cut-points or every column."""
         if self.rating_head != "ordinal":
             return raw
         s, eta = raw[..., :1], raw[..., 1:]

@@ -183,7 +183,8 @@ def test_ordinal_head_is_a_cumulative_logit_model_inside_the_joint_softmax(small
     params = init_params(module, jax.random.key(1))
     params = jax.tree_util.tree_map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(2), p.shape), params)
     per_column = (matrix.n_cols,) if scope == "per_column" else ()
-    assert params["output_conv"].shape == (4, 2) and params["cutpoints"].shape == per_column + (small_data.n_channels - 1,)
+    assert params["output_conv"].shape == (4, 2)
+    assert params["cutpoints"].shape == per_column + (small_data.n_channels - 1,)
     batch = next(iterate_batches(matrix, np.arange(8), batch_rows=8, budget=entry_budget(matrix.lengths, 8)))
     x = np.zeros((8, matrix.n_cols, small_data.n_channels), np.float32)
     real = batch.segment < 8
@@ -194,7 +195,7 @@ def test_ordinal_head_is_a_cumulative_logit_model_inside_the_joint_softmax(small
     np.testing.assert_allclose(np.log(np.exp(logits).sum(-1)), raw[..., 0], rtol=1e-5, atol=1e-5)
     raw_cut = np.asarray(params["cutpoints"], np.float64)
     gaps = np.cumsum(np.log1p(np.exp(raw_cut[..., 1:])), axis=-1)
-    theta = raw_cut[..., :1] + np.concatenate([np.zeros(per_column + (1,)), gaps], axis=-1)  # (C − 1,) or (n, C − 1)
+    theta = raw_cut[..., :1] + np.concatenate([np.zeros(per_column + (1,)), gaps], axis=-1)  # (…, C − 1)
     assert np.all(np.diff(theta, axis=-1) > 0)
     p_rating = np.exp(logits - logits.max(-1, keepdims=True))
     p_rating /= p_rating.sum(-1, keepdims=True)
