@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import jax
@@ -25,9 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.rank_sweep import mean_std
 from convae_jax.compare import (EASE_L2_GRID, IMPLICIT_USERS, RESULTS_DIR, SEEDS, dataset_strong_split,
-                                environment)
+                                environment, mean_std)
 from convae_jax.data import load_dataset
 from convae_jax.evaluate import strong_generalization_protocol
 from convae_jax.rank import seen_mask
@@ -132,8 +129,8 @@ def main(argv=None) -> None:
     parser.add_argument("--datasets", nargs="+", default=["ml-100k", "douban"], choices=list(IMPLICIT_USERS))
     parser.add_argument("--out", default=str(RESULTS_DIR), help="folder for loss-control.{json,md}")
     args = parser.parse_args(argv)
-    command = shlex.join(["python", "-m", "benchmarks.loss_control"] + (sys.argv[1:] if argv is None else argv))
-    env = environment() | {"command": command}
+    env = environment(program=("python", "-m", "benchmarks.loss_control"), argv=argv)
+    command = env["command"]
     print(f"{command}\n{env['cpu']} ({env['cores']} cores); {env['versions']}", flush=True)
     doc = {"command": command, "environment": env, "seeds": list(SEEDS), "datasets": {}}
     for dataset in args.datasets:

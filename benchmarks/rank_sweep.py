@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from convae_jax.compare import (EASE_L2_GRID, IMPLICIT_USERS, RESULTS_DIR, SEEDS, dataset_strong_split,
-                                environment)
+                                environment, mean_std)
 from convae_jax.data import load_dataset
 from convae_jax.evaluate import strong_generalization_protocol
 from convae_jax.peers.ease import EASE, GramSpectrum
@@ -48,12 +46,6 @@ def sweep_seed(data, dataset: str, seed: int) -> dict:
             "ease": _best_on_validation({l2: EASE.fit(clicks.train, l2=l2) for l2 in EASE_L2_GRID}, clicks),
             "ridge": {r: _best_on_validation({l2: spectrum.ridge(rank=r, l2=l2) for l2 in EASE_L2_GRID}, clicks)
                       for r in ranks}}
-
-
-def mean_std(values) -> dict:
-    """mean and std (ddof 1; 0 for one value) of a list of scores."""
-    values = np.asarray(values, np.float64)
-    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 else 0.0}
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -123,8 +115,8 @@ def main(argv=None) -> None:
     parser.add_argument("--datasets", nargs="+", default=list(IMPLICIT_USERS), choices=list(IMPLICIT_USERS))
     parser.add_argument("--out", default=str(RESULTS_DIR), help="folder for rank-sweep.{json,md,png}")
     args = parser.parse_args(argv)
-    command = shlex.join(["python", "-m", "benchmarks.rank_sweep"] + (sys.argv[1:] if argv is None else argv))
-    env = environment() | {"command": command}
+    env = environment(program=("python", "-m", "benchmarks.rank_sweep"), argv=argv)
+    command = env["command"]
     print(f"{command}\n{env['cpu']} ({env['cores']} cores); {env['versions']}", flush=True)
     out = Path(args.out)
     doc = {"command": command, "environment": env, "seeds": list(SEEDS), "datasets": {}}

@@ -509,15 +509,16 @@ def _run_record(seed, point, score, test, start, *, selected):
             "seconds": round(time.perf_counter() - start, 2)}
 
 
+def mean_std(values) -> dict:
+    """mean and std (ddof = 1; 0 for one value) of a list of scores."""
+    values = np.asarray(values, np.float64)
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 else 0.0}
+
+
 def summarise(results: list[dict]) -> dict:
-    """mean, std (ddof = 1; 0 for one run) and n of every numeric metric over seeds."""
+    """mean, std and n of every numeric metric over seeds."""
     keys = [k for k in results[0] if isinstance(results[0][k], (int, float)) and k not in ("n", "n_users")]
-    out = {}
-    for key in keys:
-        values = np.array([r[key] for r in results], np.float64)
-        out[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
-                    "n": int(values.size)}
-    return out
+    return {key: mean_std([r[key] for r in results]) | {"n": len(results)} for key in keys}
 
 
 MAIN_METRICS = {"explicit": ("rmse", "mae", "nll", "accuracy", "ece", "recall@20"),
@@ -569,8 +570,9 @@ def plot(doc: dict, path) -> None:
     plt.close(fig)
 
 
-def environment() -> dict:
-    """Command, machine and versions, recorded with every result."""
+def environment(*, program: tuple[str, ...] = ("convae",), argv: list[str] | None = None) -> dict:
+    """Command (`program` and its arguments, default this process's), machine and versions,
+    recorded with every result."""
     import flax
     import jax
 
@@ -579,7 +581,7 @@ def environment() -> dict:
                 "numpy": np.__version__}
     if _has_cornac():
         versions["cornac"] = _cornac_version()
-    return {"command": " ".join(shlex.quote(a) for a in ["convae"] + sys.argv[1:]), "cpu": cpu,
+    return {"command": shlex.join(list(program) + (sys.argv[1:] if argv is None else list(argv))), "cpu": cpu,
             "cores": os.cpu_count(), "versions": versions, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
