@@ -54,8 +54,9 @@ IMPLICIT_USERS = {"ml-100k": (100, 150), "ml-latest-small": (60, 100), "douban":
 # lighter and heavier: the DAE's λ = 0.01 / batch ×0.1 and ×10, the VAE's β cap 0.2 -> 0.1 and 0.4.
 # Cornac's VAECF keeps one point, the notebook's β.
 MULT_EPOCHS = 100
-MULT_DAE_GRID = tuple({"l2": l2 / 100, "batch_users": 100} for l2 in (0.01, 0.001, 0.1))
-MULT_VAE_GRID = tuple({"anneal_cap": cap, "batch_users": 100, "total_anneal_steps": 2000} for cap in (0.2, 0.1, 0.4))
+MULT_BATCH_USERS = 100
+MULT_DAE_L2_GRID = tuple(l2 / MULT_BATCH_USERS for l2 in (0.01, 0.001, 0.1))
+MULT_VAE_CAP_GRID = (0.2, 0.1, 0.4)
 EASE_L2_GRID = (200.0, 50.0, 1000.0)  # λ of EASE's points, the first also its quick-mode point
 CLICK_THRESHOLD = 3.5  # ratings >= this are clicks, as in the Mult-VAE notebook
 MIN_USER_CLICKS = 5  # the notebook's min_uc: users with fewer clicks are dropped from the implicit data
@@ -378,6 +379,7 @@ def implicit_entrants(*, quick: bool) -> list[Entrant]:
         return tuple(points[:1]) if quick else tuple(points)
 
     short = {"epochs": 3} if quick else {"epochs": MULT_EPOCHS}
+    mult = {"batch_users": MULT_BATCH_USERS, **short}
     ease_grid = grid([{"l2": l2} for l2 in EASE_L2_GRID])
     conv_clicks = [{"preset": "testing"}] if quick else CONV4REC_CLICKS_GRID
     conv_user_clicks = ([{"preset": "testing", "overrides": ("model.orientation='user'",)}] if quick
@@ -385,8 +387,9 @@ def implicit_entrants(*, quick: bool) -> list[Entrant]:
     entrants = [
         Entrant("popularity", ({},), _ranking_run(lambda s, p, seed: (PopularityFoldIn(Popularity.fit(s.clicks.train)), None)), "ours"),
         Entrant("EASE", ease_grid, _ranking_run(lambda s, p, seed: (EASE.fit(s.clicks.train, **p), None)), "ours"),
-        Entrant("Mult-DAE", grid([{**p, **short} for p in MULT_DAE_GRID]), _ranking_run(_fit_mult("dae")), "ours"),
-        Entrant("Mult-VAE", grid([{**p, **short} for p in MULT_VAE_GRID]), _ranking_run(_fit_mult("vae")), "ours"),
+        Entrant("Mult-DAE", grid([{"l2": l2, **mult} for l2 in MULT_DAE_L2_GRID]), _ranking_run(_fit_mult("dae")), "ours"),
+        Entrant("Mult-VAE", grid([{"anneal_cap": cap, "total_anneal_steps": 2000, **mult} for cap in MULT_VAE_CAP_GRID]),
+                _ranking_run(_fit_mult("vae")), "ours"),
         Entrant("conv4rec (ratings)", grid(CONV4REC_RATINGS_GRID if not quick else [{"preset": "testing"}]),
                 _run_conv4rec_ratings, "ours"),
         Entrant("conv4rec user rows (ratings)", grid(CONV4REC_USER_ROWS_GRID if not quick else
@@ -398,7 +401,7 @@ def implicit_entrants(*, quick: bool) -> list[Entrant]:
     if _has_cornac():
         version = f"cornac {_cornac_version()}"
         entrants.insert(2, Entrant("cornac-EASE", ease_grid, _ranking_run(_fit_cornac_implicit("ease")), version))
-        vaecf = ({"beta": 0.2, "epochs": 3 if quick else MULT_EPOCHS, "batch": 100},)
+        vaecf = ({"beta": 0.2, "epochs": 3 if quick else MULT_EPOCHS, "batch": MULT_BATCH_USERS},)
         entrants.insert(5, Entrant("cornac-VAECF", vaecf, _ranking_run(_fit_cornac_implicit("vaecf")), version))
     return entrants
 
