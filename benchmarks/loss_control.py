@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from convae_jax.compare import (EASE_L2_GRID, IMPLICIT_USERS, RESULTS_DIR, SEEDS, dataset_strong_split,
-                                environment, mean_std)
+                                environment, machine_line, mean_std)
 from convae_jax.data import load_dataset
 from convae_jax.evaluate import strong_generalization_protocol
 from convae_jax.rank import seen_mask
@@ -110,7 +110,7 @@ def markdown(doc: dict) -> str:
     lines = ["# Loss control: a full-rank item-item map under the softmax term or the squared error", "",
              f"Test NDCG@100 (strong generalization), mean ± std over seeds {doc['seeds']}; point and epoch "
              f"({EPOCHS} epochs, batches of {BATCH_USERS} users, Adam) picked on the validation users. "
-             f"Machine: {env['cpu']} ({env['cores']} cores); versions: {env['versions']}. "
+             f"Machine: {machine_line(env)}. "
              f"Command: `{doc['command']}`.", "",
              "| dataset | softmax (Conv4Rec's implicit term) | squared error (EASE's) |",
              "|---|---|---|"]
@@ -131,7 +131,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     env = environment(program=("python", "-m", "benchmarks.loss_control"), argv=argv)
     command = env["command"]
-    print(f"{command}\n{env['cpu']} ({env['cores']} cores); {env['versions']}", flush=True)
+    print(f"{command}\n{machine_line(env)}", flush=True)
     doc = {"command": command, "environment": env, "seeds": list(SEEDS), "datasets": {}}
     for dataset in args.datasets:
         data = load_dataset(dataset, Path(args.data_dir) / dataset).train

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from convae_jax.compare import (EASE_L2_GRID, IMPLICIT_USERS, RESULTS_DIR, SEEDS, dataset_strong_split,
-                                environment, mean_std)
+                                environment, machine_line, mean_std)
 from convae_jax.data import load_dataset
 from convae_jax.evaluate import strong_generalization_protocol
 from convae_jax.peers.ease import EASE, GramSpectrum
@@ -67,7 +67,7 @@ def markdown(doc: dict) -> str:
     env = doc["environment"]
     lines = ["# Rank sweep: the rank-r ridge against EASE and Conv4Rec (strong generalization, NDCG@100)", "",
              f"Test NDCG@100, mean ± std over seeds {doc['seeds']}; λ picked per rank on the validation users "
-             f"from {list(EASE_L2_GRID)}. Machine: {env['cpu']} ({env['cores']} cores); versions: {env['versions']}. "
+             f"from {list(EASE_L2_GRID)}. Machine: {machine_line(env)}. "
              f"Command: `{doc['command']}`.", ""]
     for dataset, entry in doc["datasets"].items():
         summary = entry["summary"]
@@ -117,7 +117,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     env = environment(program=("python", "-m", "benchmarks.rank_sweep"), argv=argv)
     command = env["command"]
-    print(f"{command}\n{env['cpu']} ({env['cores']} cores); {env['versions']}", flush=True)
+    print(f"{command}\n{machine_line(env)}", flush=True)
     out = Path(args.out)
     doc = {"command": command, "environment": env, "seeds": list(SEEDS), "datasets": {}}
     for dataset in args.datasets:

@@ -536,8 +536,8 @@ def markdown_tables(doc: dict) -> str:
     envs = [r["environment"] for table in doc["tables"].values() for r in table.values()]
     commands = sorted({e["command"] for e in envs})
     lines = [f"# {doc['dataset']}{' (quick)' if doc.get('quick') else ''}", "",
-             f"Seeds: {doc['seeds']}; mean ± std (ddof 1) over seeds. Machine: {envs[0]['cpu']} ({envs[0]['cores']} cores); "
-             f"versions: {envs[0]['versions']}. Commands: " + "; ".join(f"`{c}`" for c in commands) + ".", ""]
+             f"Seeds: {doc['seeds']}; mean ± std (ddof 1) over seeds. Machine: {machine_line(envs[0])}. "
+             "Commands: " + "; ".join(f"`{c}`" for c in commands) + ".", ""]
     for task, table in doc["tables"].items():
         metrics = MAIN_METRICS[task.split("/")[0]]
         lines += [f"## {task}", "", "| model | source | seeds | " + " | ".join(metrics) + " | selected point |",
@@ -589,6 +589,11 @@ def environment(*, program: tuple[str, ...] = ("convae",), argv: list[str] | Non
         versions["cornac"] = _cornac_version()
     return {"command": shlex.join(list(program) + (sys.argv[1:] if argv is None else list(argv))), "cpu": cpu,
             "cores": os.cpu_count(), "versions": versions, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def machine_line(env: dict) -> str:
+    """The machine and versions of an `environment()` record, as results print and tabulate them."""
+    return f"{env['cpu']} ({env['cores']} cores); versions: {env['versions']}"
 
 
 def _has_cornac() -> bool:
