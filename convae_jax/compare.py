@@ -407,9 +407,8 @@ def implicit_entrants(*, quick: bool) -> list[Entrant]:
 
 
 # Conv4Rec's implicit points are named presets of config.py, each with three input dropouts, as the
-# peers have three points: the preset's own (0.6) first (also the quick-mode run's position and the
-# point the tables reported alone before), then lighter and heavier, as the Mult grids vary their
-# regulariser.
+# peers have three points: the preset's own (0.6) first (the point the tables reported alone
+# before), then lighter and heavier, as the Mult grids vary their regulariser.
 IMPLICIT_INPUT_DROPOUT_GRID = (0.6, 0.5, 0.7)
 
 

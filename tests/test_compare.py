@@ -61,19 +61,16 @@ def test_every_conv4rec_grid_point_builds_a_valid_config():
     grids = [compare.CONV4REC_EXPLICIT_GRID, compare.CONV4REC_RATINGS_GRID, compare.CONV4REC_USER_ROWS_GRID,
              compare.CONV4REC_CLICKS_GRID, compare.CONV4REC_USER_ROWS_CLICKS_GRID, compare.CONV4REC_ORDINAL_GRID]
     for grid in grids:
-        for point in grid:
-            config = compare.conv4rec_config(point["preset"], point.get("overrides", ()), seed=2)
-            assert config.train.seed == 2 and not config.train.progress
-    for grid in grids:
-        configs = [compare.conv4rec_config(p["preset"], p.get("overrides", ()), seed=0) for p in grid]
+        configs = [compare.conv4rec_config(p["preset"], p.get("overrides", ()), seed=2) for p in grid]
+        assert all(c.train.seed == 2 and not c.train.progress for c in configs)
         assert len({c.to_json() for c in configs}) == len(configs)  # no two points are the same model
 
 
 def test_implicit_conv4rec_grids_start_at_the_point_reported_alone_before():
-    """The first point (the quick-mode position) is the preset itself: its input dropout is the
-    preset's own, so the earlier one-point tables stay the first point's figures."""
+    """The first point is the preset itself: its input dropout is the preset's own, so the earlier
+    one-point tables stay the first point's figures."""
     for grid in (compare.CONV4REC_RATINGS_GRID, compare.CONV4REC_USER_ROWS_GRID, compare.CONV4REC_CLICKS_GRID):
-        first, *others = grid
+        first = grid[0]
         without_dropout = tuple(o for o in first["overrides"] if not o.startswith("model.input_dropout="))
         as_before = compare.conv4rec_config(first["preset"], without_dropout, seed=0)
         assert compare.conv4rec_config(first["preset"], first["overrides"], seed=0) == as_before
