@@ -381,22 +381,26 @@ def implicit_entrants(*, quick: bool) -> list[Entrant]:
     short = {"epochs": 3} if quick else {"epochs": MULT_EPOCHS}
     mult = {"batch_users": MULT_BATCH_USERS, **short}
     ease_grid = grid([{"l2": l2} for l2 in EASE_L2_GRID])
-    conv_clicks = [{"preset": "testing"}] if quick else CONV4REC_CLICKS_GRID
-    conv_user_clicks = ([{"preset": "testing", "overrides": ("model.orientation='user'",)}] if quick
-                        else CONV4REC_USER_ROWS_CLICKS_GRID)
+    quick_item_rows = ({"preset": "testing"},)
+    quick_user_rows = ({"preset": "testing", "overrides": ("model.orientation='user'",)},)
+
+    def conv4rec_grid(points, quick_points):
+        """Quick mode runs the tiny `testing` preset, in the grid's orientation."""
+        return quick_points if quick else tuple(points)
+
     entrants = [
         Entrant("popularity", ({},), _ranking_run(lambda s, p, seed: (PopularityFoldIn(Popularity.fit(s.clicks.train)), None)), "ours"),
         Entrant("EASE", ease_grid, _ranking_run(lambda s, p, seed: (EASE.fit(s.clicks.train, **p), None)), "ours"),
         Entrant("Mult-DAE", grid([{"l2": l2, **mult} for l2 in MULT_DAE_L2_GRID]), _ranking_run(_fit_mult("dae")), "ours"),
         Entrant("Mult-VAE", grid([{"anneal_cap": cap, "total_anneal_steps": 2000, **mult} for cap in MULT_VAE_CAP_GRID]),
                 _ranking_run(_fit_mult("vae")), "ours"),
-        Entrant("conv4rec (ratings)", grid(CONV4REC_RATINGS_GRID if not quick else [{"preset": "testing"}]),
+        Entrant("conv4rec (ratings)", conv4rec_grid(CONV4REC_RATINGS_GRID, quick_item_rows), _run_conv4rec_ratings, "ours"),
+        Entrant("conv4rec user rows (ratings)", conv4rec_grid(CONV4REC_USER_ROWS_GRID, quick_user_rows),
                 _run_conv4rec_ratings, "ours"),
-        Entrant("conv4rec user rows (ratings)", grid(CONV4REC_USER_ROWS_GRID if not quick else
-                                                     [{"preset": "testing", "overrides": ("model.orientation='user'",)}]),
-                _run_conv4rec_ratings, "ours"),
-        Entrant("conv4rec (clicks)", grid(conv_clicks), _ranking_run(_fit_conv4rec_clicks), "ours"),
-        Entrant("conv4rec user rows (clicks)", grid(conv_user_clicks), _ranking_run(_fit_conv4rec_clicks), "ours"),
+        Entrant("conv4rec (clicks)", conv4rec_grid(CONV4REC_CLICKS_GRID, quick_item_rows),
+                _ranking_run(_fit_conv4rec_clicks), "ours"),
+        Entrant("conv4rec user rows (clicks)", conv4rec_grid(CONV4REC_USER_ROWS_CLICKS_GRID, quick_user_rows),
+                _ranking_run(_fit_conv4rec_clicks), "ours"),
     ]
     if _has_cornac():
         version = f"cornac {_cornac_version()}"
