@@ -30,7 +30,7 @@ import numpy as np
 from convae_jax import config as config_lib
 from convae_jax.data.interactions import Interactions
 from convae_jax.data.loaders import load_dataset
-from convae_jax.data.splits import UserSplit, holdout_interactions, holdout_users
+from convae_jax.data.splits import UserSplit, holdout_interactions, holdout_per_user, holdout_users
 from convae_jax.evaluate import explicit_protocol, rating_protocol, strong_generalization_protocol
 from convae_jax.errors import ConvaeError
 from convae_jax.machine import cpu_model
@@ -62,6 +62,8 @@ CLICK_THRESHOLD = 3.5  # ratings >= this are clicks, as in the Mult-VAE notebook
 MIN_USER_CLICKS = 5  # the notebook's min_uc: users with fewer clicks are dropped from the implicit data
 VALIDATION_FRACTION = 0.05  # share of the training pairs that selects grid points and epochs (explicit task)
 SEEDS = (0, 1, 2)
+NEW_USERS = "new-users"  # prefix of the implicit task's rating metrics (the held-out users' ratings)
+RATING_TARGET_SEED_OFFSET = 104729  # the held-out users' rating targets: a stream apart from the user split's
 
 
 # --- splits ------------------------------------------------------------------------------------------
@@ -96,19 +98,26 @@ def explicit_split(dataset: str, protocol: str, data_dir, *, seed: int) -> tuple
 class StrongSplit:
     """Strong generalization on one dataset: `clicks` is the peers' split (UserSplit over ratings
     >= CLICK_THRESHOLD); `ratings_train` and the `*_ratings_fold_in` sets give Conv4Rec the same
-    users with their full ratings (the targets are the same clicks)."""
+    users with their full ratings (the targets are the same clicks). The `*_rating_history` and
+    `*_rating_target` sets score the same trained models on the held-out users' ratings: a seeded
+    20% of each held-out user's full-rating fold-in is held out, the rest folded in."""
 
     clicks: UserSplit
     ratings_train: Interactions
     val_ratings_fold_in: Interactions
     test_ratings_fold_in: Interactions
+    val_rating_history: Interactions
+    val_rating_target: Interactions
+    test_rating_history: Interactions
+    test_rating_target: Interactions
 
 
 def strong_split(data: Interactions, *, n_val_users: int, n_test_users: int, seed: int) -> StrongSplit:
     """Clicks = ratings >= CLICK_THRESHOLD of users with >= MIN_USER_CLICKS clicks; whole users held
     out and their clicks split 80/20 into fold-in and target (`holdout_users`). The full-rating view
     keeps every rating of the training users, and of each held-out user every rating except the
-    target pairs, on items seen in the clicks' training part (as the notebook drops unseen items)."""
+    target pairs, on items seen in the clicks' training part (as the notebook drops unseen items);
+    that fold-in is split 80/20 again per user (`holdout_per_user`) for the held-out users' ratings."""
     liked = data.ratings >= CLICK_THRESHOLD
     per_user = np.bincount(data.user[liked], minlength=data.n_users)
     clicks = data.subset(liked & (per_user[data.user] >= MIN_USER_CLICKS))
@@ -122,9 +131,11 @@ def strong_split(data: Interactions, *, n_val_users: int, n_test_users: int, see
         is_target = np.isin(_pair_keys(data), _pair_keys(target))
         return data.subset(np.isin(data.user, users) & seen_items[data.item] & ~is_target)
 
-    return StrongSplit(split, data.subset(~np.isin(data.user, held_out)),
-                       ratings_fold_in(split.val_fold_in, split.val_target),
-                       ratings_fold_in(split.test_fold_in, split.test_target))
+    val_ratings = ratings_fold_in(split.val_fold_in, split.val_target)
+    test_ratings = ratings_fold_in(split.test_fold_in, split.test_target)
+    return StrongSplit(split, data.subset(~np.isin(data.user, held_out)), val_ratings, test_ratings,
+                       *holdout_per_user(val_ratings, seed=seed + RATING_TARGET_SEED_OFFSET),
+                       *holdout_per_user(test_ratings, seed=seed + RATING_TARGET_SEED_OFFSET))
 
 
 def as_clicks(data: Interactions) -> Interactions:
@@ -171,6 +182,14 @@ def _closed_form(fit_fn) -> Callable:
     return run
 
 
+ITEM_MEAN_GRID = [{"shrinkage": 10.0}, {"shrinkage": 2.0}, {"shrinkage": 50.0}]
+BIASES_GRID = [{"reg": 10.0}, {"reg": 3.0}, {"reg": 25.0}]
+
+
+def _fit_biases(train: Interactions, point: dict) -> UserItemBiases:
+    return UserItemBiases.fit(train, reg_user=point["reg"], reg_item=point["reg"])
+
+
 def _run_autorec(split: ExplicitSplit, point: dict, seed: int):
     model = IAutoRec.fit(split.fit_part, validation=split.validation, input_data=split.train,
                          config=AutoRecConfig(seed=seed, **point))
@@ -208,10 +227,8 @@ def explicit_entrants(*, quick: bool) -> list[Entrant]:
 
     autorec_epochs = {"max_epochs": 5, "patience": 5} if quick else {"max_epochs": 200, "patience": 15}
     entrants = [
-        Entrant("item-mean", grid([{"shrinkage": 10.0}, {"shrinkage": 2.0}, {"shrinkage": 50.0}]),
-                _closed_form(lambda d, p, s: ItemMeanShrunk.fit(d, **p)), "ours"),
-        Entrant("user+item-biases", grid([{"reg": 10.0}, {"reg": 3.0}, {"reg": 25.0}]),
-                _closed_form(lambda d, p, s: UserItemBiases.fit(d, reg_user=p["reg"], reg_item=p["reg"])), "ours"),
+        Entrant("item-mean", grid(ITEM_MEAN_GRID), _closed_form(lambda d, p, s: ItemMeanShrunk.fit(d, **p)), "ours"),
+        Entrant("user+item-biases", grid(BIASES_GRID), _closed_form(lambda d, p, s: _fit_biases(d, p)), "ours"),
         Entrant("I-AutoRec", grid([{"l2": 100.0, **autorec_epochs}, {"l2": 30.0, **autorec_epochs},
                                           {"l2": 300.0, **autorec_epochs}]), _run_autorec, "ours"),
         Entrant("conv4rec", grid(CONV4REC_EXPLICIT_GRID if not quick else [{"preset": "testing"}]),
@@ -331,7 +348,25 @@ def _run_conv4rec_ratings(split: StrongSplit, point: dict, seed: int):
     consume = strong_generalization_protocol(model.fold_in_scores(split.test_ratings_fold_in, rank_by="consume"),
                                              fold_in=split.test_ratings_fold_in, target=c.test_target)
     test |= {f"consume/{k}": v for k, v in consume.items() if k != "n_users"}
-    return val_score, test
+    return val_score, test | new_user_ratings(fitted.fold_in(split.test_rating_history), split.test_rating_target)
+
+
+def new_user_ratings(model, target: Interactions) -> dict:
+    """Rating metrics of the held-out users' rating targets, prefixed `new-users/`: the explicit
+    task for users the model never trained on, read from their rating history alone."""
+    return {f"{NEW_USERS}/{k}": v for k, v in rating_protocol(model, target).items() if k != "n"}
+
+
+def _new_user_rating_floor(fit_fn) -> Callable:
+    """Run for a rating floor on the held-out users' ratings: `fit_fn(interactions, point)` is fitted
+    on the training users' ratings plus the held-out users' rating history (a closed form, so
+    refitting is its fold-in), scored on their rating targets; validation users select."""
+    def run(split: StrongSplit, point: dict, seed: int):
+        val_model = fit_fn(split.ratings_train.concat(split.val_rating_history), point)
+        score = -rating_protocol(val_model, split.val_rating_target)["rmse"]
+        test_model = fit_fn(split.ratings_train.concat(split.test_rating_history), point)
+        return score, new_user_ratings(test_model, split.test_rating_target)
+    return run
 
 
 def _fit_conv4rec_clicks(split: StrongSplit, point: dict, seed: int):
@@ -389,6 +424,8 @@ def implicit_entrants(*, quick: bool) -> list[Entrant]:
         return quick_points if quick else tuple(points)
 
     entrants = [
+        Entrant("item-mean", grid(ITEM_MEAN_GRID), _new_user_rating_floor(lambda d, p: ItemMeanShrunk.fit(d, **p)), "ours"),
+        Entrant("user+item-biases", grid(BIASES_GRID), _new_user_rating_floor(_fit_biases), "ours"),
         Entrant("popularity", ({},), _ranking_run(lambda s, p, seed: (PopularityFoldIn(Popularity.fit(s.clicks.train)), None)), "ours"),
         Entrant("EASE", ease_grid, _ranking_run(lambda s, p, seed: (EASE.fit(s.clicks.train, **p), None)), "ours"),
         Entrant("Mult-DAE", grid([{"l2": l2, **mult} for l2 in MULT_DAE_L2_GRID]), _ranking_run(_fit_mult("dae")), "ours"),
@@ -540,28 +577,37 @@ def summarise(results: list[dict]) -> dict:
     return {key: mean_std([r[key] for r in results]) | {"n": len(results)} for key in keys}
 
 
-MAIN_METRICS = {"explicit": ("rmse", "mae", "nll", "accuracy", "ece", "recall@20"),
-                "implicit": ("recall@20", "recall@50", "ndcg@100")}
+RATING_METRICS = ("rmse", "mae", "nll", "accuracy", "ece")
+# Per task kind, its tables: (title suffix, metrics). The implicit task's second table holds the
+# same trained models' ratings of the held-out users, beside the rating floors.
+TABLES = {"explicit": [("", (*RATING_METRICS, "recall@20"))],
+          "implicit": [("", ("recall@20", "recall@50", "ndcg@100")),
+                       (", the held-out users' ratings", tuple(f"{NEW_USERS}/{m}" for m in RATING_METRICS))]}
 
 
 def markdown_tables(doc: dict) -> str:
-    """One markdown table per task: mean ± std over seeds of each main metric."""
+    """One markdown table per task (two for the implicit task): mean ± std over seeds of each main
+    metric; a model appears in a table where it has at least one of its metrics."""
     envs = [r["environment"] for table in doc["tables"].values() for r in table.values()]
     commands = sorted({e["command"] for e in envs})
     lines = [f"# {doc['dataset']}{' (quick)' if doc.get('quick') else ''}", "",
              f"Seeds: {doc['seeds']}; mean ± std (ddof 1) over seeds. Machine: {machine_line(envs[0])}. "
              "Commands: " + "; ".join(f"`{c}`" for c in commands) + ".", ""]
     for task, table in doc["tables"].items():
-        metrics = MAIN_METRICS[task.split("/")[0]]
-        lines += [f"## {task}", "", "| model | source | seeds | " + " | ".join(metrics) + " | selected point |",
-                  "|---|---|---|" + "---|" * len(metrics) + "---|"]
-        for name, record in table.items():
-            summary = record.get("summary", {})
-            cells = [f"{summary[m]['mean']:.4f} ± {summary[m]['std']:.4f}" if m in summary else "–" for m in metrics]
-            seeds = next(iter(summary.values()))["n"] if summary else 0
-            lines.append(f"| {name} | {record['source']} | {seeds} | " + " | ".join(cells)
-                         + f" | `{json.dumps(record.get('selected_point'))}` |")
-        lines.append("")
+        for title, metrics in TABLES[task.split("/")[0]]:
+            rows = {name: record for name, record in table.items()
+                    if any(m in record.get("summary", {}) for m in metrics)}
+            if not rows:
+                continue
+            lines += [f"## {task}{title}", "", "| model | source | seeds | " + " | ".join(metrics) + " | selected point |",
+                      "|---|---|---|" + "---|" * len(metrics) + "---|"]
+            for name, record in rows.items():
+                summary = record["summary"]
+                cells = [f"{summary[m]['mean']:.4f} ± {summary[m]['std']:.4f}" if m in summary else "–" for m in metrics]
+                seeds = next(iter(summary.values()))["n"]
+                lines.append(f"| {name} | {record['source']} | {seeds} | " + " | ".join(cells)
+                             + f" | `{json.dumps(record.get('selected_point'))}` |")
+            lines.append("")
     return "\n".join(lines)
 
 

@@ -169,6 +169,21 @@ class FoldedUsers:
             size = min(batch, n - start)
             yield UserScores(self.users[start:start + size], np.asarray(log_c)[:size], np.asarray(log_r)[:size])
 
+    def rating_log_probs(self, users, items) -> np.ndarray:
+        """log P(rating = v_c | u, i consumed), (P, C), for pairs of folded-in users (their indices
+        in the history) and any items: the evaluation protocols' rating interface for new users."""
+        users, items = np.asarray(users), np.asarray(items)
+        position = np.searchsorted(self.users, users)
+        if users.size and (position.max() >= self.users.size or np.any(self.users[position] != users)):
+            raise ConvaeError("rating_log_probs: every user must be one of the folded-in users")
+        out = np.zeros((users.size, self.model.train.n_channels), np.float32)
+        first = 0
+        for scores in self.score():
+            in_batch = (position >= first) & (position < first + scores.users.size)
+            out[in_batch] = scores.log_p_rating[position[in_batch] - first, items[in_batch]]
+            first += scores.users.size
+        return out
+
     def consumption_scores(self, *, batch: int | None = None):
         """(users, log P(i | u)) batches, users being their indices in the history."""
         for scores in self.score(batch=batch):

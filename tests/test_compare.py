@@ -51,6 +51,13 @@ def test_strong_split_targets_are_clicks_and_conv4rec_never_sees_them(small_data
         assert not _keys(fold_in) & _keys(target)
         assert _keys(fold_in) > _keys(c.test_fold_in if fold_in is split.test_ratings_fold_in else c.val_fold_in)
         assert np.any(fold_in.ratings < CLICK_THRESHOLD)  # the low ratings are Conv4Rec's extra input
+    for fold_in, history, target in ((split.val_ratings_fold_in, split.val_rating_history, split.val_rating_target),
+                                     (split.test_ratings_fold_in, split.test_rating_history, split.test_rating_target)):
+        assert _keys(history) | _keys(target) == _keys(fold_in) and not _keys(history) & _keys(target)
+        per_user = np.bincount(fold_in.user, minlength=fold_in.n_users)
+        n_targets = np.bincount(target.user, minlength=fold_in.n_users)
+        np.testing.assert_array_equal(n_targets, np.where(per_user >= 5, (0.2 * per_user).astype(int), 0))
+        assert np.any(target.ratings < CLICK_THRESHOLD)  # the rating targets are not only clicks
     clicks_per_user = np.bincount(small_data.user[small_data.ratings >= CLICK_THRESHOLD], minlength=small_data.n_users)
     kept = set(c.train.user) | held
     assert all(clicks_per_user[u] >= MIN_USER_CLICKS for u in kept)
@@ -97,6 +104,13 @@ def test_summarise_and_markdown():
         "m": {"source": "ours", "summary": summary, "selected_point": {"a": 1}, "environment": env}}}}
     table = markdown_tables(doc)
     assert "| m | ours | 3 | 1.0000 ± 0.1000 |" in table and "`convae compare --dataset x`" in table
+    rates_only = {"source": "ours", "summary": summarise([{"new-users/rmse": 1.0}]), "environment": env}
+    ranks_only = {"source": "ours", "summary": summarise([{"ndcg@100": 0.5}]), "environment": env}
+    doc["tables"] = {"implicit/strong-generalization": {"floor": rates_only, "ranker": ranks_only}}
+    ranking, ratings = markdown_tables(doc).split("## implicit/strong-generalization")[1:]
+    assert "| ranker |" in ranking and "| floor |" not in ranking
+    assert ratings.startswith(", the held-out users' ratings") and "| floor | ours | 1 | 1.0000" in ratings
+    assert "| ranker |" not in ratings
 
 
 def test_cli_compare_quick_writes_json_table_and_plot(tmp_path, capsys):
@@ -132,3 +146,22 @@ def test_user_rows_keep_the_epoch_whose_validation_users_rank_best(monkeypatch, 
     assert model.config.train.select_metric == "neg_ndcg@100" and len(curve) == 4
     assert val_score == pytest.approx(max(curve), abs=1e-9)
     assert len(set(np.round(curve, 6))) > 1 and 0 < test["ndcg@100"] < 1
+    rates = run is compare._run_conv4rec_ratings  # the same trained model, scored on the held-out users' ratings
+    assert {f"new-users/{m}" for m in compare.RATING_METRICS} <= set(test) if rates else "new-users/rmse" not in test
+    if rates:
+        assert test["new-users/nll"] < np.log(5) and 0 < test["new-users/rmse"] < 1.5
+
+
+def test_rating_floors_on_the_held_out_users_read_their_rating_history():
+    """The biases floor refitted with the held-out users' rating history knows each new user's bias,
+    so it rates them better than the item mean, which ignores users."""
+    split = compare._task_split("ml-100k", None, dataset_dir("ml-100k"), seed=0, quick=True)
+    floors = {e.name: e for e in compare.implicit_entrants(quick=True) if e.name in ("item-mean", "user+item-biases")}
+    rmse = {}
+    for name, entrant in floors.items():
+        val_score, test = entrant.run(split, entrant.grid[0], 0)
+        assert set(test) == {"new-users/rmse", "new-users/mae"} | ({"new-users/nll", "new-users/accuracy", "new-users/ece"}
+                                                                  if name == "item-mean" else set())
+        assert -1.5 < val_score < -0.7
+        rmse[name] = test["new-users/rmse"]
+    assert rmse["user+item-biases"] < rmse["item-mean"] - 0.03, rmse

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from convae_jax.data import (Interactions, RowMatrix, entry_budget, holdout_interactions, holdout_users,
+from convae_jax.data import (Interactions, RowMatrix, entry_budget, holdout_interactions, holdout_per_user, holdout_users,
                              iterate_batches, load_dataset, load_movielens, load_ratings_table)
 from convae_jax.errors import DataError
 from tests.conftest import dataset_dir
@@ -89,6 +89,17 @@ def test_holdout_users_fold_in_split(small_data):
     for user in test_users:  # 12 items each: floor(0.2 * 12) = 2 targets
         assert np.sum(split.test_target.user == user) == 2
         assert np.sum(split.test_fold_in.user == user) == 10
+
+
+def test_holdout_per_user_holds_out_a_fifth_of_each_user(small_data):
+    data = small_data.subset(small_data.user < 20)
+    data = data.subset(~((data.user == 3) & (np.arange(data.nnz) % 3 > 0)))  # user 3 keeps 4 of 12
+    history, target = holdout_per_user(data, seed=1)
+    pairs = lambda d: set(zip(d.user.tolist(), d.item.tolist()))
+    assert pairs(history) | pairs(target) == pairs(data) and not pairs(history) & pairs(target)
+    held = np.bincount(target.user, minlength=20)
+    assert held[3] == 0 and np.all(np.delete(held, 3) == 2)  # floor(0.2 * 12) = 2; fewer than 5: none
+    assert pairs(holdout_per_user(data, seed=1)[1]) == pairs(target) != pairs(holdout_per_user(data, seed=2)[1])
 
 
 def test_batches_have_fixed_shapes_and_cover_every_entry(small_data):

@@ -154,6 +154,11 @@ def test_fold_in_user_rows_reproduces_training_user(small_data):
     folded = next(model.fold_in(history).score())
     trained = next(model.score_users([4], batch=1))
     np.testing.assert_allclose(folded.log_p_consume, trained.log_p_consume, rtol=1e-4, atol=1e-5)
+    items = np.array([0, 7, 7, 39])
+    np.testing.assert_allclose(model.fold_in(history).rating_log_probs(np.full(4, 4), items),
+                               model.rating_log_probs(np.full(4, 4), items), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConvaeError, match="folded-in users"):
+        model.fold_in(history).rating_log_probs(np.array([5]), np.array([0]))
 
 
 def test_fold_in_refuses_an_empty_history(fitted):

@@ -3,5 +3,5 @@
 from convae_jax.data.batches import RowBatch, RowMatrix, entry_budget, iterate_batches
 from convae_jax.data.interactions import Interactions
 from convae_jax.data.loaders import DATASETS, Dataset, load_coat, load_dataset, load_douban, load_movielens, load_ratings_table
-from convae_jax.data.splits import UserSplit, holdout_interactions, holdout_users
+from convae_jax.data.splits import UserSplit, holdout_interactions, holdout_per_user, holdout_users
 from convae_jax.data.synthetic import SyntheticTruth

@@ -51,13 +51,26 @@ def holdout_users(data: Interactions, *, n_val_users: int, n_test_users: int, ta
     parts = []
     for group in (val_users, test_users):
         held = data.subset(np.isin(data.user, group) & seen_items[data.item])
-        target = np.zeros(held.nnz, bool)
-        order = np.argsort(held.user, kind="stable")
-        starts = np.searchsorted(held.user[order], np.unique(held.user))
-        for start, stop in zip(starts, list(starts[1:]) + [held.nnz]):
-            n = stop - start
-            if n >= min_items:
-                pick = rng.choice(n, size=int(target_fraction * n), replace=False)
-                target[order[start + pick]] = True
-        parts += [held.subset(~target), held.subset(target)]
+        parts += _split_each_user(held, target_fraction, min_items, rng)
     return UserSplit(train, *parts)
+
+
+def holdout_per_user(data: Interactions, *, target_fraction: float = 0.2, min_items: int = 5,
+                     seed: int) -> tuple[Interactions, Interactions]:
+    """(history, target): of each user with >= `min_items` interactions, a random
+    `floor(target_fraction · n)` are held out as the target, as `holdout_users` does for its
+    held-out users; users with fewer keep them all in the history."""
+    return tuple(_split_each_user(data, target_fraction, min_items, np.random.default_rng(seed)))
+
+
+def _split_each_user(data: Interactions, target_fraction: float, min_items: int,
+                     rng: np.random.Generator) -> list[Interactions]:
+    target = np.zeros(data.nnz, bool)
+    order = np.argsort(data.user, kind="stable")
+    starts = np.searchsorted(data.user[order], np.unique(data.user))
+    for start, stop in zip(starts, list(starts[1:]) + [data.nnz]):
+        n = stop - start
+        if n >= min_items:
+            pick = rng.choice(n, size=int(target_fraction * n), replace=False)
+            target[order[start + pick]] = True
+    return [data.subset(~target), data.subset(target)]
