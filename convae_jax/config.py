@@ -70,6 +70,11 @@ class EvalConfig:
     rating_threshold: float = 4.0  # τ in P(rating >= τ | consumed)
     ks: tuple[int, ...] = (20,)  # cut-offs of Recall@K and NDCG@K
     eval_rows: int = 256  # users per batch when scoring the whole catalogue
+    # Item rows' fold-in of a new user (`predict.fold_in_columns`): Adam steps and step size from the
+    # mean training column. Fewer, smaller steps keep the new column nearer that mean, the fold-in's
+    # only prior: the comparison's item rows use 50 steps of 0.005 (`compare.ITEM_ROWS_FOLD_IN`).
+    fold_in_steps: int = 150
+    fold_in_learning_rate: float = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +115,8 @@ class Config:
             (t.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
             (0.0 < e.test_fraction < 1.0, "eval.test_fraction must lie in (0, 1)"),
             (len(e.ks) >= 1 and all(k >= 1 for k in e.ks), "eval.ks must be positive cut-offs"),
+            (e.fold_in_steps >= 1 and e.fold_in_learning_rate > 0,
+             "eval.fold_in_steps must be >= 1 and eval.fold_in_learning_rate > 0"),
         ]
         for ok, message in checks:
             if not ok:

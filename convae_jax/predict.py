@@ -263,17 +263,21 @@ def encode_rows(kernels: _Kernels, params, matrix: RowMatrix, batch_rows: int) -
     return jnp.concatenate(codes)
 
 
-def fold_in_columns(model: FittedModel, history: Interactions, *, steps: int = 150, learning_rate: float = 0.05,
-                    users_per_fit: int = 64):
+def fold_in_columns(model: FittedModel, history: Interactions, *, steps: int | None = None,
+                    learning_rate: float | None = None, users_per_fit: int = 64):
     """Fits, for each new user (a new column under item rows), the column's output parameters
     θ_u = (W_dec[u], b_dec[u], bias[u], and θ[u] with per-column cut-points) with every other
     parameter frozen, maximising
         Σ_(i,c)∈H_u [log p_i(u) + λ log p_i(c | u)] − Σ_i N_i p_i(u) − l2 ‖W_dec[u]‖²,
     where N_i is item i's training count: the second term is the Poisson log-likelihood of the
     user's absence from every other item row. θ starts at the mean training column. Adam, full
-    batch, vmapped over users.
+    batch, vmapped over users; `steps` and `learning_rate` default to the config's
+    `eval.fold_in_steps` and `eval.fold_in_learning_rate`, whose few small steps are the prior.
     """
     import optax
+
+    steps = model.config.eval.fold_in_steps if steps is None else steps
+    learning_rate = model.config.eval.fold_in_learning_rate if learning_rate is None else learning_rate
 
     params, module = model.params, model.module
     codes, log_z = model.row_codes, model.row_log_z
