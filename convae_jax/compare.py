@@ -457,16 +457,17 @@ def _input_dropout_grid(preset: str, overrides: tuple[str, ...] = ()) -> list[di
     return [{"preset": preset, "overrides": (*overrides, f"model.input_dropout={p}")} for p in IMPLICIT_INPUT_DROPOUT_GRID]
 
 
-# The item rows' fold-in with fewer, smaller steps than the default's 150 of 0.05, which over-fit a
-# new user's history (seed-0 validation users, item rows on ratings: NDCG@100 0.382 -> 0.479 on
-# ML-100K and 0.144 -> 0.177 on Douban; the held-out ratings' RMSE 1.12 -> 0.93 on ML-100K).
+# The item rows' fold-in (on ratings and on clicks) with fewer, smaller steps than the default's 150
+# of 0.05, which over-fit a new user's history (seed-0 validation users, item rows on ratings:
+# NDCG@100 0.382 -> 0.479 on ML-100K and 0.144 -> 0.177 on Douban; the held-out ratings' RMSE
+# 1.12 -> 0.93 on ML-100K).
 ITEM_ROWS_FOLD_IN = ("eval.fold_in_steps=50", "eval.fold_in_learning_rate=0.005")
 CONV4REC_RATINGS_GRID = _input_dropout_grid("ratings_fast", ITEM_ROWS_FOLD_IN)
 # User rows read the moving average of their weights too: on Douban (seed 0) the validation users'
 # NDCG@100 rose from 0.170 (epoch 34) to 0.199 (epoch 35) with it, the per-epoch curve far smoother.
 CONV4REC_USER_ROWS_GRID = _input_dropout_grid("ratings_fast", (
     "model.orientation='user'", "train.weight_average=0.995", "train.max_epochs=80", "train.patience=8"))
-CONV4REC_CLICKS_GRID = _input_dropout_grid("clicks_fast")
+CONV4REC_CLICKS_GRID = _input_dropout_grid("clicks_fast", ITEM_ROWS_FOLD_IN)
 # The clicks model in user rows: the user-rows ratings points on one channel, its epoch picked by the
 # validation users' NDCG@100 as the ratings model's is.
 CONV4REC_USER_ROWS_CLICKS_GRID = CONV4REC_USER_ROWS_GRID
