@@ -9,7 +9,7 @@ import pytest
 
 from convae_jax import config as config_lib
 from convae_jax.data import RowMatrix, entry_budget, holdout_interactions, iterate_batches
-from convae_jax.errors import ConvaeError, ModelFileError
+from convae_jax.errors import ConfigError, ConvaeError, ModelFileError
 from convae_jax.evaluate import explicit_protocol
 from convae_jax.io import load_model, save_model
 from convae_jax.model import build_model, init_params
@@ -175,6 +175,19 @@ def test_fold_in_item_rows_ranks_like_the_trained_user(small_data):
     np.testing.assert_allclose(np.exp(folded).sum(axis=1), 1.0, rtol=1e-4)
     correlations = [np.corrcoef(f, t)[0, 1] for f, t in zip(folded, trained)]
     assert np.median(correlations) > 0.5
+
+
+def test_item_rows_fold_in_takes_its_steps_from_the_config(small_data):
+    model = fit(small_data, quick_config("item", max_epochs=3))
+    history = small_data.subset(small_data.user < 4)
+    configured = FittedModel(model.config.override(["eval.fold_in_steps=20", "eval.fold_in_learning_rate=0.01"]),
+                             model.params, model.train)
+    first = lambda folded: next(folded.score()).log_p_rating
+    np.testing.assert_allclose(first(configured.fold_in(history)), first(model.fold_in(history, steps=20, learning_rate=0.01)),
+                               rtol=1e-6)
+    assert not np.allclose(first(configured.fold_in(history)), first(model.fold_in(history)), atol=1e-3)
+    with pytest.raises(ConfigError, match="fold_in_steps"):
+        model.config.override(["eval.fold_in_steps=0"])
 
 
 def test_rankings_exclude_seen_items():
