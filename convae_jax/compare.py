@@ -186,6 +186,10 @@ ITEM_MEAN_GRID = [{"shrinkage": 10.0}, {"shrinkage": 2.0}, {"shrinkage": 50.0}]
 BIASES_GRID = [{"reg": 10.0}, {"reg": 3.0}, {"reg": 25.0}]
 
 
+def _fit_item_mean(train: Interactions, point: dict) -> ItemMeanShrunk:
+    return ItemMeanShrunk.fit(train, **point)
+
+
 def _fit_biases(train: Interactions, point: dict) -> UserItemBiases:
     return UserItemBiases.fit(train, reg_user=point["reg"], reg_item=point["reg"])
 
@@ -227,7 +231,7 @@ def explicit_entrants(*, quick: bool) -> list[Entrant]:
 
     autorec_epochs = {"max_epochs": 5, "patience": 5} if quick else {"max_epochs": 200, "patience": 15}
     entrants = [
-        Entrant("item-mean", grid(ITEM_MEAN_GRID), _closed_form(lambda d, p, s: ItemMeanShrunk.fit(d, **p)), "ours"),
+        Entrant("item-mean", grid(ITEM_MEAN_GRID), _closed_form(lambda d, p, s: _fit_item_mean(d, p)), "ours"),
         Entrant("user+item-biases", grid(BIASES_GRID), _closed_form(lambda d, p, s: _fit_biases(d, p)), "ours"),
         Entrant("I-AutoRec", grid([{"l2": 100.0, **autorec_epochs}, {"l2": 30.0, **autorec_epochs},
                                           {"l2": 300.0, **autorec_epochs}]), _run_autorec, "ours"),
@@ -424,7 +428,7 @@ def implicit_entrants(*, quick: bool) -> list[Entrant]:
         return quick_points if quick else tuple(points)
 
     entrants = [
-        Entrant("item-mean", grid(ITEM_MEAN_GRID), _new_user_rating_floor(lambda d, p: ItemMeanShrunk.fit(d, **p)), "ours"),
+        Entrant("item-mean", grid(ITEM_MEAN_GRID), _new_user_rating_floor(_fit_item_mean), "ours"),
         Entrant("user+item-biases", grid(BIASES_GRID), _new_user_rating_floor(_fit_biases), "ours"),
         Entrant("popularity", ({},), _ranking_run(lambda s, p, seed: (PopularityFoldIn(Popularity.fit(s.clicks.train)), None)), "ours"),
         Entrant("EASE", ease_grid, _ranking_run(lambda s, p, seed: (EASE.fit(s.clicks.train, **p), None)), "ours"),
