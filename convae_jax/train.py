@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from typing import Callable, NamedTuple
 
 import jax
@@ -261,7 +262,31 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
     bar.close()
     if progress.best_params is None:
         raise ConvaeError(f"no epoch produced a finite validation {tc.select_metric}")
-    return FittedModel(config, progress.best_params, full_train, tuple(progress.history))
+    fitted = FittedModel(config, progress.best_params, full_train, tuple(progress.history))
+    warn_if_encoder_collapsed(fitted)
+    return fitted
+
+
+COLLAPSED_CODE_SPREAD = 1e-3  # row codes' spread across rows, relative to their size, below which the encoder has collapsed
+
+
+class EncoderCollapsed(UserWarning):
+    """Every row got (nearly) the same code: see `warn_if_encoder_collapsed`."""
+
+
+def warn_if_encoder_collapsed(model: FittedModel) -> float:
+    """Warns (`EncoderCollapsed`) when the trained encoder gives every row the same code h. The
+    L2 term can drive the encoder's weights to zero when rows hold few entries (item rows on a
+    long-tailed catalogue); the model then predicts from its column biases alone, and under item
+    rows ranks every user's items by popularity, which no metric flags by itself. Returns the
+    spread: the codes' standard deviation across rows over their mean magnitude, dimensions averaged."""
+    codes = np.asarray(model.row_codes)
+    spread = float(codes.std(axis=0).mean() / max(float(np.abs(codes).mean()), 1e-12))
+    if spread < COLLAPSED_CODE_SPREAD:
+        warnings.warn(f"the encoder collapsed: every {model.config.model.orientation} row has the same code "
+                      f"(spread {spread:.1e} across {codes.shape[0]} rows), so predictions come from the column "
+                      "biases alone; lower train.l2 or model.input_dropout", EncoderCollapsed, stacklevel=3)
+    return spread
 
 
 @dataclasses.dataclass

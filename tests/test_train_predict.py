@@ -1,6 +1,7 @@
 """Training (compilation, seeding, learning), predictions, fold-in, rankings, save/load."""
 
 import dataclasses
+import warnings
 
 import jax
 import numpy as np
@@ -15,8 +16,8 @@ from convae_jax.io import load_model, save_model
 from convae_jax.model import build_model, init_params
 from convae_jax.predict import FittedModel
 from convae_jax.rank import ranking_scores, seen_mask
-from convae_jax.train import (TrainState, _usable, evaluated_weights, fit, make_loss_fn, make_optimizer,
-                              make_train_step)
+from convae_jax.train import (EncoderCollapsed, TrainState, _usable, evaluated_weights, fit, make_loss_fn, make_optimizer,
+                              make_train_step, warn_if_encoder_collapsed)
 
 
 def quick_config(orientation="item", **train):
@@ -126,6 +127,21 @@ def test_same_seed_same_model_different_seed_differs(small_data):
     c = fit(small_data, quick_config(max_epochs=2, seed=1))
     np.testing.assert_array_equal(a.params["decoder_kernel"], b.params["decoder_kernel"])
     assert not np.allclose(a.params["decoder_kernel"], c.params["decoder_kernel"])
+
+
+def test_an_encoder_driven_to_zero_is_reported(small_data):
+    """L2 1000 over 120 steps zeroes the encoder: every item row gets the code of the empty row."""
+    with pytest.warns(EncoderCollapsed, match="every item row has the same code"):
+        collapsed = fit(small_data, quick_config(l2=1000.0, max_epochs=60, patience=60))
+    codes = np.asarray(collapsed.row_codes)
+    np.testing.assert_allclose(codes, np.broadcast_to(codes[:1], codes.shape), atol=1e-4)
+
+
+def test_a_working_encoder_is_not_reported_as_collapsed(fitted):
+    model, _, _ = fitted
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert warn_if_encoder_collapsed(model) > 0.1
 
 
 def test_distributions_are_normalised_and_consistent(fitted):
