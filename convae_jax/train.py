@@ -280,8 +280,8 @@ def warn_if_encoder_collapsed(model: FittedModel) -> float:
     long-tailed catalogue); the model then predicts from its column biases alone, and under item
     rows ranks every user's items by popularity, which no metric flags by itself. Returns the
     spread: the codes' standard deviation across rows over their mean magnitude, dimensions averaged."""
-    codes = np.asarray(model.row_codes)
-    spread = float(codes.std(axis=0).mean() / max(float(np.abs(codes).mean()), 1e-12))
+    codes = model.row_codes  # reduced where it lives: only the scalar comes to the host
+    spread = float(jnp.std(codes, axis=0).mean() / jnp.maximum(jnp.abs(codes).mean(), 1e-12))
     if spread < COLLAPSED_CODE_SPREAD:
         warnings.warn(f"the encoder collapsed: every {model.config.model.orientation} row has the same code "
                       f"(spread {spread:.1e} across {codes.shape[0]} rows), so predictions come from the column "
