@@ -1,6 +1,8 @@
 """Where one JAX training step spends its time: a `jax.profiler` trace of a few steps of a benchmark
 variant, summed per XLA operation and printed as a table (milliseconds per step, share of the
-device time). Reads the trace's Chrome-format JSON, so it needs no profiler plugin.
+device time), each op named with the JAX operation and the source line it was compiled from (read
+from the step's optimised HLO), so that a fusion's name leads to the code behind it. Reads the
+trace's Chrome-format JSON, so it needs no profiler plugin.
 
     python -m benchmarks.profile_step --shape ml-20m-shape --batch-rows 1024 --variant jax-bf16 --device gpu
 """
@@ -11,6 +13,7 @@ import argparse
 import collections
 import gzip
 import json
+import re
 import sys
 import tempfile
 import time
@@ -41,6 +44,51 @@ def op_times(trace: dict, *, device: str) -> dict[tuple[str, str], float]:
     return dict(totals)
 
 
+def op_instructions(trace: dict) -> dict[str, set[str]]:
+    """The HLO instructions behind each traced op name, from the events' `hlo_op` argument (GPU
+    kernels are named after their fusion, or by the library for GEMMs, which several instructions
+    may share; CPU thunks after the instruction)."""
+    found: dict[str, set[str]] = collections.defaultdict(set)
+    for event in trace["traceEvents"]:
+        if isinstance(event.get("args"), dict) and "hlo_op" in event["args"]:
+            found[event["name"]].add(event["args"]["hlo_op"])
+    return dict(found)
+
+
+def instruction_sources(hlo_text: str) -> dict[str, str]:
+    """For each instruction of an optimised HLO module, "JAX op path @ file:line function": its op
+    name without the outer `jit(…)/` (the scopes say which method made it, `transpose(jvp(…))` that
+    autodiff's backward pass did), then the innermost Python frame that traced it (the module's
+    StackFrames table)."""
+    tables: dict[str, dict[int, str]] = {"FileNames": {}, "FunctionNames": {}, "FileLocations": {}, "StackFrames": {}}
+    section = None
+    for line in hlo_text.splitlines():
+        if line in tables:
+            section = line
+        elif not line.strip():
+            section = None
+        elif section:
+            index, rest = line.split(" ", 1)
+            tables[section][int(index)] = rest
+
+    def location(frame_id: int) -> str:
+        frame = re.search(r"file_location_id=(\d+)", tables["StackFrames"].get(frame_id, ""))
+        found = frame and re.search(r"file_name_id=(\d+) function_name_id=(\d+) line=(\d+)",
+                                    tables["FileLocations"].get(int(frame.group(1)), ""))
+        if not found:
+            return ""
+        file_id, function_id, line = map(int, found.groups())
+        function = tables["FunctionNames"][function_id].strip('"').replace(".<locals>", "")
+        return f" @ {Path(tables['FileNames'][file_id].strip(chr(34))).name}:{line} {function}"
+
+    sources = {}
+    for match in re.finditer(r'^\s*(?:ROOT )?%([\w.\-]+) = .*?metadata=\{op_name="([^"]*)"(?: stack_frame_id=(\d+))?',
+                             hlo_text, flags=re.MULTILINE):
+        name, op_name, frame = match.groups()
+        sources[name] = re.sub(r"^jit\([^)]*\)/", "", op_name) + (location(int(frame)) if frame else "")
+    return sources
+
+
 def _read_trace(folder: Path) -> dict:
     found = sorted(folder.rglob("*.trace.json.gz")) or sorted(folder.rglob("perfetto_trace.json.gz"))
     if not found:
@@ -49,8 +97,9 @@ def _read_trace(folder: Path) -> dict:
         return json.load(handle)
 
 
-def profile(spec: BenchSpec, variant: str, *, steps: int) -> tuple[float, dict[tuple[str, str], float]]:
-    """(median wall seconds of one step, µs per step of each op) for `variant` on `spec`'s shape."""
+def profile(spec: BenchSpec, variant: str, *, steps: int) -> tuple[float, dict[tuple[str, str], float], dict[str, str]]:
+    """(median wall seconds of one step, µs per step of each op, the source of each op name) for
+    `variant` on `spec`'s shape."""
     import jax
 
     _, flavour, precision, _ = VARIANTS[variant]
@@ -68,8 +117,12 @@ def profile(spec: BenchSpec, variant: str, *, steps: int) -> tuple[float, dict[t
             for batch in runner.batches[1:steps + 1]:
                 runner.state, loss = runner.step(runner.state, batch)
             loss.block_until_ready()
-        totals = op_times(_read_trace(Path(folder)), device=spec.device)
-    return sorted(walls)[len(walls) // 2], {key: us / steps for key, us in totals.items()}
+        trace = _read_trace(Path(folder))
+    totals = op_times(trace, device=spec.device)
+    sources = instruction_sources(runner.step.compiled_text(runner.state, runner.batches[1]))
+    named = {name: " | ".join(sorted({sources.get(i, "") for i in instructions}))
+             for name, instructions in op_instructions(trace).items()}
+    return sorted(walls)[len(walls) // 2], {key: us / steps for key, us in totals.items()}, named
 
 
 def main(argv=None) -> int:
@@ -84,7 +137,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     spec = BenchSpec(shape=args.shape, batch_rows=args.batch_rows, variants=(args.variant,), device=args.device,
                      data_dir=args.data_dir, max_steps=args.steps + 1, infer_users=1)
-    wall, per_step = profile(spec, args.variant, steps=args.steps)
+    wall, per_step, sources = profile(spec, args.variant, steps=args.steps)
     print(f"{args.variant} on {args.shape}, batch {args.batch_rows}: median step {wall * 1e3:.2f} ms wall")
     for thread in sorted({t for t, _ in per_step}, key=lambda t: -sum(v for (u, _), v in per_step.items() if u == t)):
         ops = {name: us for (t, name), us in per_step.items() if t == thread}
@@ -92,7 +145,7 @@ def main(argv=None) -> int:
         print(f"\n{thread}: {total / 1e3:.2f} ms/step summed over {len(ops)} ops")
         print(f"{'ms/step':>9} {'share':>6}  op")
         for name, us in sorted(ops.items(), key=lambda item: -item[1])[:args.top]:
-            print(f"{us / 1e3:9.3f} {us / total:6.1%}  {name[:110]}")
+            print(f"{us / 1e3:9.3f} {us / total:6.1%}  {name[:48]:<48}  {sources.get(name, '')[:150]}")
     return 0
 
 

@@ -18,4 +18,4 @@ $python -c "import jax, flax, optax, torch; print('jax', jax.__version__, jax.de
 timeout "${BENCH_TIMEOUT:-420}" $python -m convae_jax.cli bench --device gpu --shapes ml-20m-shape --batch-rows 1024 \
     --variants gpu --epochs 5 --no-memory --out "$out" 2>&1 | tee "$out/bench.log"
 
-timeout 90 $python -m benchmarks.profile_step --device gpu --variant jax-bf16 2>&1 | tee "$out/profile.txt"
+timeout 150 $python -m benchmarks.profile_step --device gpu --variant jax-bf16 2>&1 | tee "$out/profile.txt"

@@ -76,3 +76,30 @@ def test_a_variant_in_its_own_process_trains_exactly_as_in_this_one():
         remote.close()
     with pytest.raises(RuntimeError, match="building torch-fast failed in its process"):
         RemoteVariant(BenchSpec(shape="no-such-shape", batch_rows=8, variants=("torch-fast",)), "torch-fast")
+
+
+def test_step_profile_names_each_op_with_its_source_line():
+    """An optimised module's instructions map to their JAX op path, the backward pass's under
+    `transpose(…)`, and to the line that traced them; trace events map kernel names to their
+    instructions."""
+    import inspect
+
+    import jax
+    import jax.numpy as jnp
+
+    def loss(x):
+        return jnp.sum(jnp.sin(x) ** 2)
+
+    line = inspect.getsourcelines(loss)[1] + 1
+    text = jax.jit(jax.grad(loss)).lower(jnp.ones(8)).compile().as_text()
+    sources = profile_step.instruction_sources(text)
+    op_paths = [s.split(" @ ")[0] for s in sources.values() if f" @ test_bench.py:{line} " in s]
+    assert "jvp()/sin" in op_paths
+    assert "transpose(jvp())/mul" in op_paths  # the cotangent times cos x, made by autodiff's transpose
+    assert not {"transpose(jvp())/sin", "transpose(jvp())/cos"} & set(op_paths)  # both linearised forward
+    events = [{"ph": "X", "name": "gemm_kernel", "args": {"hlo_op": "custom-call.1"}},
+              {"ph": "X", "name": "gemm_kernel", "args": {"hlo_op": "custom-call.2"}},
+              {"ph": "X", "name": "loop_add_fusion", "args": {"hlo_op": "loop_add_fusion"}},
+              {"ph": "X", "name": "host", "args": {}}]
+    assert profile_step.op_instructions({"traceEvents": events}) == {
+        "gemm_kernel": {"custom-call.1", "custom-call.2"}, "loop_add_fusion": {"loop_add_fusion"}}
