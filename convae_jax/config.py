@@ -75,6 +75,10 @@ class EvalConfig:
     # only prior: the comparison's item rows use 50 steps of 0.005 (`compare.ITEM_ROWS_FOLD_IN`).
     fold_in_steps: int = 150
     fold_in_learning_rate: float = 0.05
+    # User rows' fold-in: 0 scores a new user from the encoder's code h0 as it is; ρ > 0 then refines
+    # the code to argmax_h log p(history | h) − ρ‖h − h0‖² (`predict.refine_codes`, the same Adam steps
+    # and step size), a MAP estimate under a Gaussian prior centred on the encoder's guess.
+    fold_in_code_prior: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +121,9 @@ class Config:
             (len(e.ks) >= 1 and all(k >= 1 for k in e.ks), "eval.ks must be positive cut-offs"),
             (e.fold_in_steps >= 1 and e.fold_in_learning_rate > 0,
              "eval.fold_in_steps must be >= 1 and eval.fold_in_learning_rate > 0"),
+            (e.fold_in_code_prior >= 0, "eval.fold_in_code_prior must be >= 0"),
+            (e.fold_in_code_prior == 0 or m.orientation == "user",
+             "eval.fold_in_code_prior refines a new user's code, which only user rows have (model.orientation='user')"),
         ]
         for ok, message in checks:
             if not ok:

@@ -66,7 +66,7 @@ def test_strong_split_targets_are_clicks_and_conv4rec_never_sees_them(small_data
 def test_every_conv4rec_grid_point_builds_a_valid_config():
     """A misspelt preset or override would only fail hours into a real comparison."""
     grids = [compare.CONV4REC_EXPLICIT_GRID, compare.CONV4REC_RATINGS_GRID, compare.CONV4REC_USER_ROWS_GRID,
-             compare.CONV4REC_CLICKS_GRID, compare.CONV4REC_USER_ROWS_CLICKS_GRID, compare.CONV4REC_ORDINAL_GRID]
+             compare.CONV4REC_USER_ROWS_MAP_GRID, compare.CONV4REC_CLICKS_GRID, compare.CONV4REC_USER_ROWS_CLICKS_GRID, compare.CONV4REC_ORDINAL_GRID]
     for grid in grids:
         configs = [compare.conv4rec_config(p["preset"], p.get("overrides", ()), seed=2) for p in grid]
         assert all(c.train.seed == 2 and not c.train.progress for c in configs)
@@ -87,6 +87,10 @@ def test_implicit_conv4rec_grids_start_at_the_point_reported_alone_before():
 
     for grid in (compare.CONV4REC_USER_ROWS_GRID, compare.CONV4REC_CLICKS_GRID):
         assert [c.model.input_dropout for c in configs(grid)] == list(compare.IMPLICIT_INPUT_DROPOUT_GRID)
+    # the MAP fold-in's points are the user rows' own, trained alike, folded in with the code prior
+    for plain, refined in zip(configs(compare.CONV4REC_USER_ROWS_GRID), configs(compare.CONV4REC_USER_ROWS_MAP_GRID)):
+        assert (plain.model, plain.train) == (refined.model, refined.train)
+        assert (plain.eval.fold_in_code_prior, refined.eval.fold_in_code_prior) == (0.0, 1.0)
     # the item rows on ratings trade dropout 0.5 for L2 0.03 (their encoder collapsed on ML-latest-small)
     item_rows = configs(compare.CONV4REC_RATINGS_GRID)
     assert [(c.model.input_dropout, c.train.l2) for c in item_rows] == [(0.6, 0.1), (0.7, 0.1), (0.6, 0.03)]

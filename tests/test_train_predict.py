@@ -206,6 +206,38 @@ def test_item_rows_fold_in_takes_its_steps_from_the_config(small_data):
         model.config.override(["eval.fold_in_steps=0"])
 
 
+def test_user_rows_refined_fold_in_fits_the_history_better_near_the_encoder_code(small_data):
+    """With a code prior the folded-in code trades a higher likelihood of the user's own history
+    for distance from the encoder's code: a better objective than that code, a huge prior leaves
+    it where it was, and the config's `eval.fold_in_code_prior` is the call's default."""
+    model = fit(small_data, quick_config("user", max_epochs=6))
+    history = small_data.subset(small_data.user < 6)
+    weight = model.config.model.rating_weight
+
+    def history_log_likelihood(folded):
+        scores = next(folded.score())
+        users = np.searchsorted(folded.users, history.user)
+        return np.bincount(users, history.count * (scores.log_p_consume[users, history.item]
+                                                   + weight * scores.log_p_rating[users, history.item, history.channel]))
+
+    encoder, refined = model.fold_in(history), model.fold_in(history, code_prior=1.0)
+    moved = np.sum((np.asarray(refined.codes) - np.asarray(encoder.codes)) ** 2, axis=1)
+    gain = history_log_likelihood(refined) - history_log_likelihood(encoder)
+    assert np.all(moved > 1e-4)
+    assert np.all(gain > moved)  # the objective, likelihood − 1·‖h − h0‖², beats the encoder's code
+    pinned = model.fold_in(history, code_prior=1e6)
+    np.testing.assert_allclose(np.asarray(pinned.codes), np.asarray(encoder.codes), atol=1e-4)
+    configured = FittedModel(model.config.override(["eval.fold_in_code_prior=1.0"]), model.params, model.train)
+    np.testing.assert_allclose(np.asarray(configured.fold_in(history).codes), np.asarray(refined.codes), rtol=1e-6)
+    with pytest.raises(ConvaeError, match="code_prior=-1"):
+        model.fold_in(history, code_prior=-1.0)
+    item_rows = fit(small_data, quick_config("item", max_epochs=1))
+    with pytest.raises(ConvaeError, match="only user rows"):
+        item_rows.fold_in(history, code_prior=1.0)
+    with pytest.raises(ConfigError, match="fold_in_code_prior"):
+        item_rows.config.override(["eval.fold_in_code_prior=1.0"])
+
+
 def test_rankings_exclude_seen_items():
     log_consume = np.log(np.array([[0.4, 0.3, 0.2, 0.1]]))
     log_rating = np.log(np.array([[[0.9, 0.1], [0.5, 0.5], [0.2, 0.8], [0.1, 0.9]]]))
