@@ -439,7 +439,7 @@ def implicit_entrants(*, quick: bool) -> list[Entrant]:
         Entrant("conv4rec (ratings)", conv4rec_grid(CONV4REC_RATINGS_GRID, quick_item_rows), _run_conv4rec_ratings, "ours"),
         Entrant("conv4rec user rows (ratings)", conv4rec_grid(CONV4REC_USER_ROWS_GRID, quick_user_rows),
                 _run_conv4rec_ratings, "ours"),
-        Entrant("conv4rec user rows (ratings, MAP fold-in)",
+        Entrant("conv4rec user rows (ratings; MAP fold-in)",
                 conv4rec_grid(CONV4REC_USER_ROWS_MAP_GRID, quick_user_rows_map), _run_conv4rec_ratings, "ours"),
         Entrant("conv4rec (clicks)", conv4rec_grid(CONV4REC_CLICKS_GRID, quick_item_rows),
                 _ranking_run(_fit_conv4rec_clicks), "ours"),
@@ -508,6 +508,14 @@ def compare(dataset: str, data_dir, *, quick: bool = False, out_dir=RESULTS_DIR,
     (e.g. "explicit/u1", "implicit/strong-generalization"). Returns the JSON document."""
     if dataset not in EXPLICIT_SETTINGS:
         raise ConvaeError(f"no comparison is defined for {dataset!r}; expected one of {sorted(EXPLICIT_SETTINGS)}")
+    all_tasks = [(f"explicit/{p}", p) for p in EXPLICIT_SETTINGS[dataset]]
+    if dataset in IMPLICIT_USERS:
+        all_tasks.append(("implicit/strong-generalization", None))
+    run_tasks = [(task, protocol) for task, protocol in all_tasks if not tasks or task in tasks]
+    entrants_of = {task: explicit_entrants(quick=quick) if protocol else implicit_entrants(quick=quick)
+                   for task, protocol in run_tasks}
+    _check_requested("tasks", tasks, [task for task, _ in all_tasks], dataset)
+    _check_requested("models", models, sorted({e.name for found in entrants_of.values() for e in found}), dataset)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = tuple(seeds[:1]) if quick else tuple(seeds)
@@ -515,14 +523,8 @@ def compare(dataset: str, data_dir, *, quick: bool = False, out_dir=RESULTS_DIR,
     if path.exists() and not (models or tasks):
         path.unlink()  # a full run starts a fresh table
     env = environment()
-    all_tasks = [(f"explicit/{p}", p) for p in EXPLICIT_SETTINGS[dataset]]
-    if dataset in IMPLICIT_USERS:
-        all_tasks.append(("implicit/strong-generalization", None))
-    for task, protocol in all_tasks:
-        if tasks and task not in tasks:
-            continue
-        entrants = explicit_entrants(quick=quick) if protocol else implicit_entrants(quick=quick)
-        for entrant in entrants:
+    for task, protocol in run_tasks:
+        for entrant in entrants_of[task]:
             if models and entrant.name not in models:
                 continue
             record = {"source": entrant.source, "grid": list(entrant.grid), "runs": [], "environment": env}
@@ -550,6 +552,14 @@ def compare(dataset: str, data_dir, *, quick: bool = False, out_dir=RESULTS_DIR,
                 selected = [r for r in record["runs"] if r["selected"]][-1]  # seed 0: the chosen point, not the last tried
                 log(f"{dataset} {task} {entrant.name} seed {seed}: {selected['test']}")
     return write_report(dataset, out_dir)
+
+
+def _check_requested(kind: str, requested, known: list[str], dataset: str) -> None:
+    """A name that matches nothing would run nothing and still rewrite the report: refuse it."""
+    unknown = [name for name in requested or () if name not in known]
+    if unknown:
+        raise ConvaeError(f"compare --{kind}: {unknown} not among {dataset}'s {kind} for the tasks run; "
+                          f"expected names from {known}")
 
 
 def write_report(dataset: str, out_dir=RESULTS_DIR) -> dict:

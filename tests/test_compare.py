@@ -105,6 +105,20 @@ def test_every_entrant_of_the_full_comparison_keeps_the_budget():
     assert all(1 <= size <= 3 for size in sizes.values()), sizes
 
 
+def test_compare_refuses_names_that_match_nothing(tmp_path):
+    """A misspelt model or task would run nothing and rewrite the report: refused before any work,
+    naming what exists; and every entrant's name survives `--models`' comma-separated list."""
+    with pytest.raises(ConvaeError, match=r"--models: \['EASY'\] not among ml-100k's models.*'EASE'"):
+        compare.compare("ml-100k", tmp_path / "absent", out_dir=tmp_path, models=("EASY",))
+    with pytest.raises(ConvaeError, match=r"--models: \['EASE'\]"):  # a ranking model, not one of u1's
+        compare.compare("ml-100k", tmp_path / "absent", out_dir=tmp_path, models=("EASE",), tasks=("explicit/u1",))
+    with pytest.raises(ConvaeError, match=r"--tasks: \['explicit/u2'\].*'explicit/u1'"):
+        compare.compare("ml-100k", tmp_path / "absent", out_dir=tmp_path, tasks=("explicit/u2",))
+    assert list(tmp_path.iterdir()) == []
+    entrants = compare.explicit_entrants(quick=False) + compare.implicit_entrants(quick=False)
+    assert not [e.name for e in entrants if "," in e.name]
+
+
 def test_summarise_and_markdown():
     results = [{"rmse": 0.9, "n": 5}, {"rmse": 1.1, "n": 5}, {"rmse": 1.0, "n": 5}]
     summary = summarise(results)
