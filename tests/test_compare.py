@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -176,6 +177,25 @@ def test_user_rows_keep_the_epoch_whose_validation_users_rank_best(monkeypatch, 
         assert test["new-users/nll"] < np.log(5) and 0 < test["new-users/rmse"] < 1.5
     else:
         assert "new-users/rmse" not in test
+
+
+def test_the_map_fold_in_scores_the_user_rows_own_trained_model():
+    """The MAP fold-in entrant trains and picks its epoch exactly as the user rows do (the code
+    prior stays out of the per-epoch score) and refines only the returned model's fold-in, which
+    then ranks the validation users differently."""
+    split = compare._task_split("ml-100k", None, dataset_dir("ml-100k"), seed=0, quick=True)
+    point = ("model.orientation='user'", "train.max_epochs=3", "train.patience=3")
+    fits = {}
+    for prior in (0.0, 1.0):
+        config = compare.conv4rec_config("testing", (*point, f"eval.fold_in_code_prior={prior}"), seed=0)
+        fits[prior] = compare._fit_user_rows(split.ratings_train, config, val_fold_in=split.val_ratings_fold_in,
+                                             val_target=split.clicks.val_target, rank_by="like")
+    plain, refined = fits[0.0], fits[1.0]
+    assert refined.config.eval.fold_in_code_prior == 1.0 and refined.selected_epoch == plain.selected_epoch
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(plain.params),
+                                                    jax.tree_util.tree_leaves(refined.params)))
+    codes = [np.asarray(m.fold_in(split.val_ratings_fold_in).codes) for m in (plain, refined)]
+    assert np.abs(codes[0] - codes[1]).max() > 1e-3
 
 
 def test_rating_floors_on_the_held_out_users_read_their_rating_history():
