@@ -312,7 +312,7 @@ def refine_codes(model: FittedModel, history: Interactions, codes, *, prior: flo
     with the network frozen (w = model.implicit_weight, λ = model.rating_weight): the encoder is
     one amortised guess for every user; the user's own likelihood, held near that guess, fits
     them better (seed-0 validation NDCG@100 of the comparison's user rows with prior 1: ML-100K
-    0.5325 -> 0.5464, Douban 0.1991 -> 0.2041). Adam as in `fold_in_columns`.
+    0.5325 -> 0.5464, Douban 0.1991 -> 0.2040). Adam as in `fold_in_columns`.
     """
     params, module = model.params, model.module
     implicit_weight, rating_weight = model.config.model.implicit_weight, model.config.model.rating_weight
