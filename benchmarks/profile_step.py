@@ -70,6 +70,8 @@ def instruction_sources(hlo_text: str) -> dict[str, str]:
         elif section:
             index, rest = line.split(" ", 1)
             tables[section][int(index)] = rest
+    files = {i: Path(name.strip('"')).name for i, name in tables["FileNames"].items()}
+    functions = {i: name.strip('"').replace(".<locals>", "") for i, name in tables["FunctionNames"].items()}
 
     def location(frame_id: int) -> str:
         frame = re.search(r"file_location_id=(\d+)", tables["StackFrames"].get(frame_id, ""))
@@ -78,8 +80,7 @@ def instruction_sources(hlo_text: str) -> dict[str, str]:
         if not found:
             return ""
         file_id, function_id, line = map(int, found.groups())
-        function = tables["FunctionNames"][function_id].strip('"').replace(".<locals>", "")
-        return f" @ {Path(tables['FileNames'][file_id].strip(chr(34))).name}:{line} {function}"
+        return f" @ {files[file_id]}:{line} {functions[function_id]}"
 
     sources = {}
     for match in re.finditer(r'^\s*(?:ROOT )?%([\w.\-]+) = .*?metadata=\{op_name="([^"]*)"(?: stack_frame_id=(\d+))?',

@@ -303,6 +303,7 @@ class Conv4RecFoldIn:
 
     model: FittedModel
     rank_by: str = "consume"
+    code_prior: float | None = None  # user rows' fold-in refinement; None: the model config's
     _folded: dict = dataclasses.field(default_factory=dict)
 
     def fold_in_scores(self, history: Interactions, *, rank_by: str | None = None):
@@ -310,7 +311,8 @@ class Conv4RecFoldIn:
         values = self.model.train.channel_values
         if id(history) not in self._folded:  # one fold-in per history, whatever the ranking
             clicks_only = values == (1.0,)  # trained on clicks: fold in on the same single channel
-            self._folded[id(history)] = (history, self.model.fold_in(as_clicks(history) if clicks_only else history))
+            self._folded[id(history)] = (history, self.model.fold_in(as_clicks(history) if clicks_only else history,
+                                                                     code_prior=self.code_prior))
         for scores in self._folded[id(history)][1].score():
             if rank_by == "consume":
                 yield scores.users, scores.log_p_consume
@@ -327,13 +329,11 @@ def _fit_user_rows(train: Interactions, config: config_lib.Config, *, val_fold_i
     would cost more than the epoch (Douban, 2 CPU cores: 8.5 s for the 300 validation users, an
     epoch about 3 s), and applies to the returned model: with or without it, the same weights."""
     def negated_ndcg(snapshot: FittedModel, _) -> dict:
-        scores = Conv4RecFoldIn(snapshot, rank_by).fold_in_scores(val_fold_in)
+        scores = Conv4RecFoldIn(snapshot, rank_by, code_prior=0.0).fold_in_scores(val_fold_in)
         return {"neg_ndcg@100": -strong_generalization_protocol(scores, fold_in=val_fold_in, target=val_target)["ndcg@100"]}
 
     config = config.override(["train.select_metric='neg_ndcg@100'"])
-    fitted = fit(train, config.override(["eval.fold_in_code_prior=0.0"]), validation=val_fold_in,
-                 validation_metrics=negated_ndcg)
-    return dataclasses.replace(fitted, config=config)
+    return fit(train, config, validation=val_fold_in, validation_metrics=negated_ndcg)
 
 
 def _run_conv4rec_ratings(split: StrongSplit, point: dict, seed: int):
