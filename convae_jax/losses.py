@@ -22,13 +22,16 @@ def row_losses(entry_logits, log_z, segment, channel, count, explicit_weight, *,
     entry_logits (T, C): logits at the observed entries; log_z (n_rows,); segment (T,) with
     n_rows marking padding; count (T,) with 0 on padding; explicit_weight (T,) in {0, 1} selects
     which entries the explicit term scores (all observed, or only those dropped from the input).
+
+    The −log Z_r share of log p_r(col) enters once per row, times the row's total count, rather
+    than gathered to every entry: the backward pass of that gather was a scatter-add of every entry
+    into B rows, which took 0.79 ms of a 9.1 ms step on an H200 (ML-20M shape, batch 1024).
     """
-    log_z_entries = jnp.concatenate([log_z, jnp.zeros((1,), log_z.dtype)])[segment]
     log_consume = jax.nn.logsumexp(entry_logits, axis=-1)
-    log_p_col = log_consume - log_z_entries
     log_p_rating = jnp.take_along_axis(entry_logits, channel[:, None], axis=-1)[:, 0] - log_consume
-    per_entry = -count * (implicit_weight * log_p_col + rating_weight * explicit_weight * log_p_rating)
-    return jax.ops.segment_sum(per_entry, segment, num_segments=n_rows + 1)[:n_rows]
+    per_entry = -count * (implicit_weight * log_consume + rating_weight * explicit_weight * log_p_rating)
+    row_counts = jax.ops.segment_sum(count, segment, num_segments=n_rows + 1)[:n_rows]
+    return jax.ops.segment_sum(per_entry, segment, num_segments=n_rows + 1)[:n_rows] + implicit_weight * row_counts * log_z
 
 
 def chunked_logsumexp(logits_of_columns, *, n_cols: int, chunk: int):

@@ -16,7 +16,8 @@ from convae_jax import losses
 from convae_jax.data.batches import RowMatrix, entry_budget, iterate_batches
 from convae_jax.errors import ConfigError
 from convae_jax import model as model_lib
-from convae_jax.model import Conv4Rec, bag_sum, build_model, init_params, mix_middle_dm_batched, mix_middle_dm_fused
+from convae_jax.model import (Conv4Rec, bag_sum, build_model, init_params, mix_middle, mix_middle_dm_batched,
+                              mix_middle_dm_fused, mix_middle_reduced, mix_middle_unrolled)
 from convae_jax.train import TrainState, make_loss_fn, make_optimizer, make_train_step
 
 
@@ -118,6 +119,17 @@ def test_mix_middle_weight_gradient_forms_agree():
     g = jax.random.normal(jax.random.key(0), (50, 10, 30))
     w = jax.random.normal(jax.random.key(1), (50, 8, 30))
     np.testing.assert_allclose(mix_middle_dm_batched(g, w), mix_middle_dm_fused(g, w), rtol=1e-5, atol=1e-4)
+
+
+def test_mix_middle_forms_agree():
+    """The GPU form of mix_middle (one reduction over k) against the CPU form (k multiply-adds) and
+    a plain einsum; CPU runs pick the unrolled form."""
+    m = jax.random.normal(jax.random.key(0), (10, 8))
+    w = jax.random.normal(jax.random.key(1), (50, 8, 30))
+    want = jnp.einsum("ck,nkd->ncd", m, w, precision="highest")
+    for form in (mix_middle_reduced, mix_middle_unrolled, mix_middle):
+        np.testing.assert_allclose(form(m, w), want, rtol=1e-5, atol=1e-5, err_msg=form.__name__)
+    assert jnp.array_equal(jax.jit(mix_middle)(m, w), jax.jit(mix_middle_unrolled)(m, w))
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
