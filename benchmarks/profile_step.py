@@ -83,9 +83,10 @@ def instruction_sources(hlo_text: str) -> dict[str, str]:
         return f" @ {files[file_id]}:{line} {functions[function_id]}"
 
     sources = {}
-    for match in re.finditer(r'^\s*(?:ROOT )?%([\w.\-]+) = .*?metadata=\{op_name="([^"]*)"(?: stack_frame_id=(\d+))?',
-                             hlo_text, flags=re.MULTILINE):
-        name, op_name, frame = match.groups()
+    for match in re.finditer(r'^\s*(?:ROOT )?%([\w.\-]+) = .*?metadata=\{op_name="([^"]*)"([^}]*)\}', hlo_text,
+                             flags=re.MULTILINE):
+        name, op_name, rest = match.groups()
+        frame = (re.search(r"stack_frame_id=(\d+)", rest) or [None, None])[1]  # GPU modules name other fields between
         sources[name] = re.sub(r"^jit\([^)]*\)/", "", op_name) + (location(int(frame)) if frame else "")
     return sources
 
@@ -98,9 +99,9 @@ def _read_trace(folder: Path) -> dict:
         return json.load(handle)
 
 
-def profile(spec: BenchSpec, variant: str, *, steps: int) -> tuple[float, dict[tuple[str, str], float], dict[str, str]]:
+def profile(spec: BenchSpec, variant: str, *, steps: int, hlo_out=None) -> tuple[float, dict[tuple[str, str], float], dict[str, str]]:
     """(median wall seconds of one step, µs per step of each op, the source of each op name) for
-    `variant` on `spec`'s shape."""
+    `variant` on `spec`'s shape; with `hlo_out`, the step's optimised HLO is written there."""
     import jax
 
     _, flavour, precision, _ = VARIANTS[variant]
@@ -120,10 +121,22 @@ def profile(spec: BenchSpec, variant: str, *, steps: int) -> tuple[float, dict[t
             loss.block_until_ready()
         trace = _read_trace(Path(folder))
     totals = op_times(trace, device=spec.device)
-    sources = instruction_sources(runner.step.compiled_text(runner.state, runner.batches[1]))
-    named = {name: " | ".join(sorted({sources.get(i, "") for i in instructions}))
-             for name, instructions in op_instructions(trace).items()}
-    return sorted(walls)[len(walls) // 2], {key: us / steps for key, us in totals.items()}, named
+    hlo_text = runner.step.compiled_text(runner.state, runner.batches[1])
+    if hlo_out:
+        Path(hlo_out).write_text(hlo_text)
+    sources = instruction_sources(hlo_text)
+    return sorted(walls)[len(walls) // 2], {key: us / steps for key, us in totals.items()}, op_sources(trace, sources)
+
+
+def op_sources(trace: dict, sources: dict[str, str]) -> dict[str, str]:
+    """The source of each traced op name: through the events' HLO instructions where they name
+    any (CPU thunks, library GEMMs), else the instruction the name itself spells (a GPU fusion's
+    kernel `loop_add_fusion_3` is the instruction `loop_add_fusion.3`)."""
+    named = {name.replace(".", "_"): source for name, source in sources.items()}
+    for name, instructions in op_instructions(trace).items():
+        found = " | ".join(sorted({sources[i] for i in instructions if i in sources}))
+        named[name] = found or named.get(name, "")
+    return named
 
 
 def main(argv=None) -> int:
@@ -135,10 +148,11 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--hlo-out", default=None, help="file for the step's optimised HLO text")
     args = parser.parse_args(argv)
     spec = BenchSpec(shape=args.shape, batch_rows=args.batch_rows, variants=(args.variant,), device=args.device,
                      data_dir=args.data_dir, max_steps=args.steps + 1, infer_users=1)
-    wall, per_step, sources = profile(spec, args.variant, steps=args.steps)
+    wall, per_step, sources = profile(spec, args.variant, steps=args.steps, hlo_out=args.hlo_out)
     print(f"{args.variant} on {args.shape}, batch {args.batch_rows}: median step {wall * 1e3:.2f} ms wall")
     for thread in sorted({t for t, _ in per_step}, key=lambda t: -sum(v for (u, _), v in per_step.items() if u == t)):
         ops = {name: us for (t, name), us in per_step.items() if t == thread}

@@ -103,3 +103,40 @@ def test_step_profile_names_each_op_with_its_source_line():
               {"ph": "X", "name": "host", "args": {}}]
     assert profile_step.op_instructions({"traceEvents": events}) == {
         "gemm_kernel": {"custom-call.1", "custom-call.2"}, "loop_add_fusion": {"loop_add_fusion"}}
+
+
+def test_step_profile_names_gpu_fusion_kernels_by_their_instruction():
+    """A GPU module writes other metadata between op_name and stack_frame_id, and a fusion's kernel
+    `loop_add_fusion_3` is the instruction `loop_add_fusion.3`; kernels whose events name
+    instructions keep those."""
+    text = "\n".join([
+        "HloModule jit_step", "",
+        '  %loop_add_fusion.3 = f32[8]{0} fusion(%p), kind=kLoop, calls=%fused_add, metadata={op_name="jit(step)/'
+        'transpose(jvp(Conv4Rec.encode))/add" deduplicated_name="loop_add_fusion.2" scheduling_name="loop_add_fusion.3" '
+        'stack_frame_id=1}, backend_config={"operation_queue_id":"0"}',
+        '  %custom-call.1 = (f32[8]{0}, s8[4]{0}) custom-call(%a, %b), custom_call_target="__cublas$lt$matmul", '
+        'metadata={op_name="jit(step)/bd,xd->bx/dot_general" scheduling_name="custom-call.1" stack_frame_id=1}', "",
+        "FileNames", '1 "model.py"', "", "FunctionNames", '1 "Conv4Rec.encode"', "",
+        "FileLocations", "1 {file_name_id=1 function_name_id=1 line=42 end_line=42 column=4 end_column=9}", "",
+        "StackFrames", "1 {file_location_id=1 parent_frame_id=1}", ""])
+    sources = profile_step.instruction_sources(text)
+    assert sources["loop_add_fusion.3"] == "transpose(jvp(Conv4Rec.encode))/add @ model.py:42 Conv4Rec.encode"
+    events = [{"ph": "X", "name": "nvjet_gemm", "args": {"hlo_op": "custom-call.1"}}]
+    named = profile_step.op_sources({"traceEvents": events}, sources)
+    assert named["loop_add_fusion_3"] == sources["loop_add_fusion.3"]
+    assert named["nvjet_gemm"] == "bd,xd->bx/dot_general @ model.py:42 Conv4Rec.encode"
+
+
+def test_op_forms_compute_the_same_numbers():
+    """Every alternative form that `benchmarks.op_forms` times computes its group's first form."""
+    import jax
+
+    from benchmarks import op_forms
+
+    keys = jax.random.split(jax.random.key(0), 4)
+    g, w = jax.random.normal(keys[0], (40, 5, 24)), jax.random.normal(keys[1], (40, 8, 24))
+    rows = (op_forms._compare("dm", op_forms.dm_forms(), (g, w), reps=1)
+            + op_forms._compare("mix", op_forms.mix_forms(), (jax.random.normal(keys[2], (5, 8)), w), reps=1)
+            + op_forms._compare("bias", op_forms.bias_forms(), (jax.random.normal(keys[3], (16, 200)),), reps=1))
+    assert {r["group"] for r in rows} == {"dm", "mix", "bias"} and len(rows) == 10
+    assert max(r["max_rel_diff"] for r in rows) < 1e-5
