@@ -68,13 +68,15 @@ def bias_forms() -> dict:
     }
 
 
-def _time(fn, args, reps: int) -> tuple[float, np.ndarray]:
-    out = fn(*args)
-    out = np.asarray(out)
+def _time(fn, args, reps: int):
+    """(median seconds of `reps` calls after a first, compiling one; that first call's output)."""
+    import jax
+
+    out = jax.block_until_ready(fn(*args))
     times = []
     for _ in range(reps):
         start = time.perf_counter()
-        fn(*args).block_until_ready()
+        jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - start)
     return float(np.median(times)), out
 
@@ -85,6 +87,7 @@ def _compare(group: str, forms: dict, args, reps: int) -> list[dict]:
     rows, reference = [], None
     for name, form in forms.items():
         seconds, out = _time(jax.jit(form), args, reps)
+        out = np.asarray(out)
         reference = out if reference is None else reference
         scale = float(np.max(np.abs(reference))) or 1.0
         rows.append({"group": group, "form": name, "ms": seconds * 1e3,
@@ -117,14 +120,7 @@ def adam_rows(n: int, k: int, d: int, reps: int) -> list[dict]:
     moved = 7 * 4 * 2 * n * k * d  # read p, g, m, v; write p, m, v; fp32; two kernels
     rows = []
     for check in (None, "fused", "apart"):
-        fn = jax.jit(lambda g, s, p, check=check: update(g, s, p, check))
-        jax.block_until_ready(fn(grads, state, params))
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            jax.block_until_ready(fn(grads, state, params))
-            times.append(time.perf_counter() - start)
-        seconds = float(np.median(times))
+        seconds, _ = _time(jax.jit(lambda g, s, p, check=check: update(g, s, p, check)), (grads, state, params), reps)
         form = "optax.adam" + ("" if check is None else f", max(nu) {check}")
         print(f"adam  {form:28} {seconds * 1e3:9.3f} ms   {moved / seconds / 1e9:.0f} GB/s of p, g, m, v", flush=True)
         rows.append({"group": "adam", "form": form, "ms": seconds * 1e3, "gb_per_s": moved / seconds / 1e9})
