@@ -81,7 +81,9 @@ def _time(fn, args, reps: int):
     return float(np.median(times)), out
 
 
-def _compare(group: str, forms: dict, args, reps: int) -> list[dict]:
+def time_forms(group: str, forms: dict, args, reps: int) -> list[dict]:
+    """One row per form of `group` on the same `args`: its median ms and its largest difference from
+    the first form's result, relative to that result's largest magnitude."""
     import jax
 
     rows, reference = [], None
@@ -147,10 +149,10 @@ def main(argv=None) -> int:
     keys = jax.random.split(jax.random.key(0), 3)
     g, w = jax.random.normal(keys[0], (n, c, d)), jax.random.normal(keys[1], (n, k, d))
     logits_grad = jax.random.normal(keys[2], (args.batch_rows, n * c))
-    rows = (_compare("dm", dm_forms(), (g, w), args.reps)
-            + _compare("mix", mix_forms(), (jax.random.normal(keys[0], (c, k)), w), args.reps)
-            + _compare("mix", mix_forms(), (jax.random.normal(keys[1], (k, c)), g), args.reps)
-            + _compare("bias", bias_forms(), (logits_grad,), args.reps)
+    rows = (time_forms("dm", dm_forms(), (g, w), args.reps)
+            + time_forms("mix", mix_forms(), (jax.random.normal(keys[0], (c, k)), w), args.reps)
+            + time_forms("mix", mix_forms(), (jax.random.normal(keys[1], (k, c)), g), args.reps)
+            + time_forms("bias", bias_forms(), (logits_grad,), args.reps)
             + adam_rows(n, k, d, args.reps))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)

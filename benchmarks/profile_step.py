@@ -85,9 +85,9 @@ def instruction_sources(hlo_text: str) -> dict[str, str]:
     sources = {}
     for match in re.finditer(r'^\s*(?:ROOT )?%([\w.\-]+) = .*?metadata=\{op_name="([^"]*)"([^}]*)\}', hlo_text,
                              flags=re.MULTILINE):
-        name, op_name, rest = match.groups()
-        frame = (re.search(r"stack_frame_id=(\d+)", rest) or [None, None])[1]  # GPU modules name other fields between
-        sources[name] = re.sub(r"^jit\([^)]*\)/", "", op_name) + (location(int(frame)) if frame else "")
+        name, op_name, other_fields = match.groups()  # GPU modules write fields between op_name and the frame
+        frame = re.search(r"stack_frame_id=(\d+)", other_fields)
+        sources[name] = re.sub(r"^jit\([^)]*\)/", "", op_name) + (location(int(frame.group(1))) if frame else "")
     return sources
 
 
@@ -99,7 +99,8 @@ def _read_trace(folder: Path) -> dict:
         return json.load(handle)
 
 
-def profile(spec: BenchSpec, variant: str, *, steps: int, hlo_out=None) -> tuple[float, dict[tuple[str, str], float], dict[str, str]]:
+def profile(spec: BenchSpec, variant: str, *, steps: int,
+            hlo_out=None) -> tuple[float, dict[tuple[str, str], float], dict[str, str]]:
     """(median wall seconds of one step, µs per step of each op, the source of each op name) for
     `variant` on `spec`'s shape; with `hlo_out`, the step's optimised HLO is written there."""
     import jax

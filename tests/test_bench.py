@@ -135,8 +135,8 @@ def test_op_forms_compute_the_same_numbers():
 
     keys = jax.random.split(jax.random.key(0), 4)
     g, w = jax.random.normal(keys[0], (40, 5, 24)), jax.random.normal(keys[1], (40, 8, 24))
-    rows = (op_forms._compare("dm", op_forms.dm_forms(), (g, w), reps=1)
-            + op_forms._compare("mix", op_forms.mix_forms(), (jax.random.normal(keys[2], (5, 8)), w), reps=1)
-            + op_forms._compare("bias", op_forms.bias_forms(), (jax.random.normal(keys[3], (16, 200)),), reps=1))
+    rows = (op_forms.time_forms("dm", op_forms.dm_forms(), (g, w), reps=1)
+            + op_forms.time_forms("mix", op_forms.mix_forms(), (jax.random.normal(keys[2], (5, 8)), w), reps=1)
+            + op_forms.time_forms("bias", op_forms.bias_forms(), (jax.random.normal(keys[3], (16, 200)),), reps=1))
     assert {r["group"] for r in rows} == {"dm", "mix", "bias"} and len(rows) == 10
     assert max(r["max_rel_diff"] for r in rows) < 1e-5
