@@ -281,16 +281,18 @@ def fold_in_columns(model: FittedModel, history: Interactions, *, steps: int | N
     """Fits, for each new user (a new column under item rows), the column's output parameters
     θ_u = (W_dec[u], b_dec[u], bias[u], and θ[u] with per-column cut-points) with every other
     parameter frozen, maximising
-        Σ_(i,c)∈H_u [log p_i(u) + λ log p_i(c | u)] − Σ_i N_i p_i(u) − l2 ‖W_dec[u]‖²,
+        Σ_(i,c)∈H_u [w · log p_i(u) + λ log p_i(c | u)] − w · Σ_i N_i p_i(u) − l2 ‖W_dec[u]‖²,
     where N_i is item i's training count: the second term is the Poisson log-likelihood of the
-    user's absence from every other item row. θ starts at the mean training column. `steps` and
-    `learning_rate` (Adam, `_adam_per_user`) default to the config's `eval.fold_in_steps` and
-    `eval.fold_in_learning_rate`, whose few small steps are the prior.
+    user's absence from every other item row; w = model.implicit_weight and λ = model.rating_weight
+    weigh the implicit and explicit parts as training does. θ starts at the mean training column.
+    `steps` and `learning_rate` (Adam, `_adam_per_user`) default to the config's
+    `eval.fold_in_steps` and `eval.fold_in_learning_rate`, whose few small steps are the prior.
     """
     params, module = model.params, model.module
     codes, log_z = model.row_codes, model.row_log_z
     item_counts = jnp.asarray(np.bincount(model.train.item, weights=model.train.count, minlength=model.train.n_items), jnp.float32)
-    rating_weight, l2 = model.config.model.rating_weight, model.config.train.l2
+    implicit_weight, rating_weight = model.config.model.implicit_weight, model.config.model.rating_weight
+    l2 = model.config.train.l2
     mean_column = tuple(jnp.mean(p, axis=0) for p in _column_params(module, params, jnp.arange(model.matrix.n_cols)))
 
     def objective(theta, x, _start):
@@ -298,8 +300,9 @@ def fold_in_columns(model: FittedModel, history: Interactions, *, steps: int | N
         log_consume = jax.nn.logsumexp(logits, axis=-1)
         log_p_user = log_consume - jnp.logaddexp(log_z, log_consume)
         log_rating = logits - log_consume[:, None]
-        fit = jnp.sum(x.sum(-1) * log_p_user) + rating_weight * jnp.sum(x * log_rating)
-        return -(fit - jnp.sum(item_counts * jnp.exp(log_p_user)) - l2 * jnp.sum(theta[0] ** 2))
+        implicit = jnp.sum(x.sum(-1) * log_p_user) - jnp.sum(item_counts * jnp.exp(log_p_user))
+        fit = implicit_weight * implicit + rating_weight * jnp.sum(x * log_rating)
+        return -(fit - l2 * jnp.sum(theta[0] ** 2))
 
     starts = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (history.n_users, *a.shape)), mean_column)
     return _adam_per_user(model, objective, starts, history, steps=steps, learning_rate=learning_rate)

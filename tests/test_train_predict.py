@@ -238,6 +238,27 @@ def test_user_rows_refined_fold_in_fits_the_history_better_near_the_encoder_code
         item_rows.config.override(["eval.fold_in_code_prior=1.0"])
 
 
+@pytest.mark.parametrize("orientation", ["item", "user"])
+def test_fold_ins_weigh_the_implicit_term_as_training_does(small_data, orientation):
+    """Doubling every term of a fold-in's objective (implicit weight, λ, L2, code prior) leaves
+    Adam's path where it was, since Adam ignores the objective's scale; a fold-in that left one
+    term unweighted would move. Doubling the implicit weight alone must move it."""
+    model = fit(small_data, quick_config(orientation, max_epochs=3))
+    history = small_data.subset(small_data.user < 5)
+    prior = 1.0 if orientation == "user" else 0.0
+
+    def folded(implicit_weight, rating_weight, l2, code_prior):
+        config = model.config.override([f"model.implicit_weight={implicit_weight}", f"model.rating_weight={rating_weight}",
+                                        f"train.l2={l2}"])
+        scores = next(FittedModel(config, model.params, model.train).fold_in(history, code_prior=code_prior).score())
+        return scores.log_p_consume
+
+    l2 = model.config.train.l2
+    base = folded(1.0, 1.0, l2, prior)
+    np.testing.assert_allclose(folded(2.0, 2.0, 2 * l2, 2 * prior), base, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(folded(2.0, 1.0, l2, prior), base, atol=1e-3)
+
+
 def test_rankings_exclude_seen_items():
     log_consume = np.log(np.array([[0.4, 0.3, 0.2, 0.1]]))
     log_rating = np.log(np.array([[[0.9, 0.1], [0.5, 0.5], [0.2, 0.8], [0.1, 0.9]]]))
