@@ -336,20 +336,25 @@ def _fit_user_rows(train: Interactions, config: config_lib.Config, *, val_fold_i
     return fit(train, config, validation=val_fold_in, validation_metrics=negated_ndcg)
 
 
-def _run_conv4rec_ratings(split: StrongSplit, point: dict, seed: int):
-    """Conv4Rec trained on the full ratings, folded in from full ratings, ranked by `like`
-    (headline) and by `consume` (reported as consume/…), both from one training and one fold-in.
-    User rows pick their epoch by the validation users' ranking (`_fit_user_rows`); item rows,
-    whose fold-in is an optimisation of its own (too slow to run every epoch), stop early on
-    held-out rating pairs."""
+def fit_conv4rec_ratings(split: StrongSplit, point: dict, seed: int) -> Conv4RecFoldIn:
+    """Conv4Rec trained on the full ratings at a grid point, ranking by `like`: user rows keep the
+    epoch whose validation users rank best (`_fit_user_rows`); item rows, whose fold-in is an
+    optimisation of its own (too slow to run every epoch), stop early on held-out rating pairs."""
     config = conv4rec_config(point["preset"], point.get("overrides", ()), seed=seed)
-    c = split.clicks
     if config.model.orientation == "user":
         fitted = _fit_user_rows(split.ratings_train, config, val_fold_in=split.val_ratings_fold_in,
-                                val_target=c.val_target, rank_by="like")
+                                val_target=split.clicks.val_target, rank_by="like")
     else:
         fitted = fit(split.ratings_train, config)
-    model = Conv4RecFoldIn(fitted, "like")
+    return Conv4RecFoldIn(fitted, "like")
+
+
+def _run_conv4rec_ratings(split: StrongSplit, point: dict, seed: int):
+    """Conv4Rec trained on the full ratings (`fit_conv4rec_ratings`), folded in from full
+    ratings, ranked by `like` (headline) and by `consume` (reported as consume/…), both from one
+    training and one fold-in."""
+    model = fit_conv4rec_ratings(split, point, seed)
+    fitted, c = model.model, split.clicks
     val_score = strong_generalization_protocol(model.fold_in_scores(split.val_ratings_fold_in),
                                                fold_in=split.val_ratings_fold_in, target=c.val_target)["ndcg@100"]
     test = strong_generalization_protocol(model.fold_in_scores(split.test_ratings_fold_in),
@@ -391,7 +396,9 @@ def _fit_conv4rec_clicks(split: StrongSplit, point: dict, seed: int):
     return Conv4RecFoldIn(fit(as_clicks(c.train), config), "consume"), None
 
 
-def _fit_mult(variant: str):
+def fit_mult(variant: str):
+    """`fit_fn(split, point, seed) -> (model, best validation NDCG@100)` of Mult-DAE ("dae") or
+    Mult-VAE ("vae"), trained on the clicks."""
     def fit_fn(split: StrongSplit, point: dict, seed: int):
         c = split.clicks
         model = MultVAE.fit(c.train, val_fold_in=c.val_fold_in, val_target=c.val_target,
@@ -438,9 +445,9 @@ def implicit_entrants(*, quick: bool) -> list[Entrant]:
         Entrant("user+item-biases", grid(BIASES_GRID), _new_user_rating_floor(_fit_biases), "ours"),
         Entrant("popularity", ({},), _ranking_run(lambda s, p, seed: (PopularityFoldIn(Popularity.fit(s.clicks.train)), None)), "ours"),
         Entrant("EASE", ease_grid, _ranking_run(lambda s, p, seed: (EASE.fit(s.clicks.train, **p), None)), "ours"),
-        Entrant("Mult-DAE", grid([{"l2": l2, **mult} for l2 in MULT_DAE_L2_GRID]), _ranking_run(_fit_mult("dae")), "ours"),
+        Entrant("Mult-DAE", grid([{"l2": l2, **mult} for l2 in MULT_DAE_L2_GRID]), _ranking_run(fit_mult("dae")), "ours"),
         Entrant("Mult-VAE", grid([{"anneal_cap": cap, "total_anneal_steps": 2000, **mult} for cap in MULT_VAE_CAP_GRID]),
-                _ranking_run(_fit_mult("vae")), "ours"),
+                _ranking_run(fit_mult("vae")), "ours"),
         Entrant("conv4rec (ratings)", conv4rec_grid(CONV4REC_RATINGS_GRID, quick_item_rows), _run_conv4rec_ratings, "ours"),
         Entrant("conv4rec user rows (ratings)", conv4rec_grid(CONV4REC_USER_ROWS_GRID, quick_user_rows),
                 _run_conv4rec_ratings, "ours"),

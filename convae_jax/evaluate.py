@@ -14,6 +14,7 @@ import numpy as np
 
 from convae_jax import metrics
 from convae_jax.data.interactions import Interactions
+from convae_jax.errors import ConvaeError
 from convae_jax.rank import seen_mask
 
 
@@ -30,25 +31,32 @@ def ranking_protocol(score_batches: Iterable[tuple[np.ndarray, np.ndarray]], *, 
                      relevant: Interactions, ks=(20,), ndcg_ks=None) -> dict:
     """Mean Recall@K (min-normalised, Liang et al. 2018) and NDCG@K over users with at least one
     relevant item; `seen` items are excluded from the ranking (scored −inf)."""
+    per_user = ranking_per_user(score_batches, seen=seen, relevant=relevant, ks=ks, ndcg_ks=ndcg_ks)
+    users = per_user.pop("user")
+    if users.size == 0:
+        raise ConvaeError("ranking_protocol: no user has a relevant item to score")
+    return {name: float(np.mean(values)) for name, values in per_user.items()} | {"n_users": int(users.size)}
+
+
+def ranking_per_user(score_batches: Iterable[tuple[np.ndarray, np.ndarray]], *, seen: Interactions,
+                     relevant: Interactions, ks=(20,), ndcg_ks=None) -> dict[str, np.ndarray]:
+    """`ranking_protocol`'s metrics user by user: {"user": (m,), "recall@K": (m,), "ndcg@K": (m,)}
+    for the m users with at least one relevant item, in the order the batches gave them; what a
+    paired comparison of two models on the same users needs."""
     ndcg_ks = tuple(ks if ndcg_ks is None else ndcg_ks)
-    recalls = {k: [] for k in ks}
-    ndcgs = {k: [] for k in ndcg_ks}
+    parts = {"user": [], **{f"recall@{k}": [] for k in ks}, **{f"ndcg@{k}": [] for k in ndcg_ks}}
     n_items = relevant.n_items
     for users, scores in score_batches:
         masked = np.where(seen_mask(users, seen, n_items), -np.inf, scores)
         target = seen_mask(users, relevant, n_items)
         has_target = target.any(axis=1)
-        if not has_target.any():
-            continue
         masked, target = masked[has_target], target[has_target]
+        parts["user"].append(np.asarray(users)[has_target])
         for k in ks:
-            recalls[k].append(metrics.recall_at_k_min_norm(masked, target, k))
+            parts[f"recall@{k}"].append(metrics.recall_at_k_min_norm(masked, target, k))
         for k in ndcg_ks:
-            ndcgs[k].append(metrics.ndcg_at_k(masked, target, k))
-    result = {f"recall@{k}": float(np.mean(np.concatenate(v))) for k, v in recalls.items()}
-    result |= {f"ndcg@{k}": float(np.mean(np.concatenate(v))) for k, v in ndcgs.items()}
-    result["n_users"] = int(sum(len(v) for v in next(iter(recalls.values()))))
-    return result
+            parts[f"ndcg@{k}"].append(metrics.ndcg_at_k(masked, target, k))
+    return {name: np.concatenate(values) if values else np.zeros(0) for name, values in parts.items()}
 
 
 def explicit_protocol(model, train: Interactions, test: Interactions, *, ks=(20,)) -> dict:

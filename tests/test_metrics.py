@@ -65,3 +65,31 @@ def test_top_k_orders_and_breaks_ties_by_index():
     items, values = metrics.top_k(np.array([[1.0, 3.0, 3.0, -np.inf, 2.0]]), 3)
     np.testing.assert_array_equal(items, [[1, 2, 4]])
     np.testing.assert_array_equal(values, [[3.0, 3.0, 2.0]])
+
+
+def test_ranking_per_user_is_what_the_protocol_averages(small_data):
+    """Users come back in batch order, those without a relevant item dropped; the protocol's
+    means are the per-user values' means; a hand case checks one user's NDCG."""
+    from convae_jax.data import holdout_interactions
+    from convae_jax.errors import ConvaeError
+    from convae_jax.evaluate import ranking_per_user, ranking_protocol
+
+    seen, relevant = holdout_interactions(small_data, fraction=0.2, seed=0)
+    rng = np.random.default_rng(0)
+    users = np.array([7, 3, 11, 0])
+    scores = rng.normal(size=(users.size, small_data.n_items))
+    relevant = relevant.subset(relevant.user != 11)  # user 11 has nothing to find
+    batches = lambda: iter([(users[:2], scores[:2]), (users[2:], scores[2:])])
+    per_user = ranking_per_user(batches(), seen=seen, relevant=relevant, ks=(5,), ndcg_ks=(10,))
+    np.testing.assert_array_equal(per_user["user"], [7, 3, 0])
+    summary = ranking_protocol(batches(), seen=seen, relevant=relevant, ks=(5,), ndcg_ks=(10,))
+    assert summary["n_users"] == 3
+    for name in ("recall@5", "ndcg@10"):
+        assert summary[name] == pytest.approx(per_user[name].mean(), rel=1e-12)
+    masked = np.where(np.isin(np.arange(small_data.n_items), seen.item[seen.user == 3]), -np.inf, scores[1])
+    hits = np.isin(np.argsort(-masked, kind="stable")[:10], relevant.item[relevant.user == 3])
+    n_relevant = min(10, np.sum(relevant.user == 3))
+    ideal = np.sum(1 / np.log2(np.arange(2, n_relevant + 2)))
+    assert per_user["ndcg@10"][1] == pytest.approx(np.sum(hits / np.log2(np.arange(2, 12))) / ideal, rel=1e-9)
+    with pytest.raises(ConvaeError, match="no user has a relevant item"):
+        ranking_protocol(iter([(users[2:3], scores[2:3])]), seen=seen, relevant=relevant)
