@@ -125,7 +125,8 @@ def run_dataset(dataset: str, data_dir: Path, results_dir: Path, *, quick: bool,
 def markdown(doc: dict) -> str:
     lines = ["# Paired gaps: Conv4Rec against each peer, user by user (strong generalization, test NDCG@100)", "",
              f"Conv4Rec is `{CONV4REC}`. Δ = Conv4Rec − peer per test user; the mean over seeds {doc['seeds']} of each "
-             f"seed's mean Δ, with a 95% bootstrap interval ({BOOTSTRAP_DRAWS} draws of each seed's users). "
+             f"seed's mean Δ, with a 95% bootstrap interval ({BOOTSTRAP_DRAWS} draws of each seed's users: it covers which "
+             "users were drawn, not the training's own randomness, which a retraining can show). "
              + ("Quick mode: the quick grids' first points on 30 + 30 held-out users. " if doc["quick"] else
                 "Each model was retrained at the comparison's selected point. ")
              + f"Machine: {machine_line(doc['environment'])}. "
