@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convae_jax.machine import ALLOCATOR_ENVIRONMENT, cpu_model, reuse_freed_memory
+from convae_jax.machine import ALLOCATOR_ENVIRONMENT, cpu_model, reuse_freed_memory, source_commit
 
 VARIANTS = {
     # name: (framework, flavour, precision, compiled); JAX's flavour is its model.decoder_fold
@@ -501,6 +501,7 @@ def run_cell(spec: BenchSpec, *, memory: bool = True, log=print) -> dict:
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),  # the program name, not its install path
         "machine": machine_info(spec.device),
         "versions": versions(),
+        "commit": source_commit(),
         "load_average_1min": {"min": min(load), "median": float(np.median(load)), "max": max(load)},
         "data": {"rows_per_epoch": work.rows_per_epoch, "n_cols": work.matrix.n_cols, "n_channels": work.data.n_channels,
                  "interactions": int(work.data.nnz), "steps_per_epoch": work.steps_per_epoch,

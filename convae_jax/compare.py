@@ -33,7 +33,7 @@ from convae_jax.data.loaders import load_dataset
 from convae_jax.data.splits import UserSplit, holdout_interactions, holdout_per_user, holdout_users
 from convae_jax.evaluate import explicit_protocol, rating_protocol, strong_generalization_protocol
 from convae_jax.errors import ConvaeError
-from convae_jax.machine import cpu_model
+from convae_jax.machine import cpu_model, source_commit
 from convae_jax.peers.autorec import AutoRecConfig, IAutoRec
 from convae_jax.peers.biases import UserItemBiases
 from convae_jax.peers.ease import EASE
@@ -697,12 +697,15 @@ def environment(*, program: tuple[str, ...] = ("convae",), argv: list[str] | Non
     if _has_cornac():
         versions["cornac"] = _cornac_version()
     return {"command": shlex.join(list(program) + (sys.argv[1:] if argv is None else list(argv))), "cpu": cpu,
-            "cores": os.cpu_count(), "versions": versions, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "cores": os.cpu_count(), "versions": versions, "commit": source_commit(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def machine_line(env: dict) -> str:
-    """The machine and versions of an `environment()` record, as results print and tabulate them."""
-    return f"{env['cpu']} ({env['cores']} cores); versions: {env['versions']}"
+    """The machine, versions and commit of an `environment()` record, as results print and tabulate
+    them (records older than the commit field have none)."""
+    commit = f"; commit {env['commit']}" if env.get("commit") else ""
+    return f"{env['cpu']} ({env['cores']} cores); versions: {env['versions']}{commit}"
 
 
 def _has_cornac() -> bool:

@@ -1,11 +1,14 @@
-"""Facts and settings of the machine a run is on: the CPU model recorded with every result, and
-the allocator setting that CPU training runs under."""
+"""Facts and settings of the machine a run is on: the CPU model and the code's commit recorded
+with every result, and the allocator setting that CPU training runs under."""
 
 from __future__ import annotations
 
 import ctypes
 import platform
+import subprocess
 from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 def cpu_model() -> str:
@@ -17,6 +20,23 @@ def cpu_model() -> str:
         lines = []
     names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
     return names[0] if names else (platform.processor() or "unknown")
+
+
+def source_commit(repo: Path = PACKAGE_ROOT) -> str | None:
+    """The git commit of the code a result comes from, with "+dirty" when tracked files differ
+    from it; None outside a git checkout. Results of different commits can differ where nothing
+    meant to change them: a change of rounding in the loss moved one ML-100K seed's
+    strong-generalization NDCG@100 from 0.5061 to 0.5230 through a different selected epoch."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True,
+                              timeout=30).stdout.strip()
+
+    try:
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 # glibc's mallopt parameters (malloc.h).

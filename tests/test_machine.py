@@ -75,3 +75,15 @@ def test_only_the_start_up_environment_reaches_threads_that_already_have_an_aren
     plain = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENVIRONMENT}
     assert min(faults("mallopt", plain)) >= 32  # set too late for that thread: mapped afresh each time
     assert max(faults("environment", {**plain, **ALLOCATOR_ENVIRONMENT})) < 5
+
+
+def test_source_commit_names_the_checkout_head_and_nothing_outside_git(tmp_path):
+    from convae_jax.machine import PACKAGE_ROOT, source_commit
+
+    if not (PACKAGE_ROOT / ".git").exists():
+        pytest.skip(f"{PACKAGE_ROOT} is not a git checkout")
+    head = subprocess.run(["git", "-C", str(PACKAGE_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    commit = source_commit()
+    assert commit in (head, head + "+dirty")
+    assert source_commit(tmp_path) is None

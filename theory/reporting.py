@@ -9,7 +9,7 @@ from importlib import metadata
 import numpy as np
 from scipy import stats
 
-from convae_jax.machine import cpu_model
+from convae_jax.machine import cpu_model, source_commit
 from theory.bounds import FORMS, VARIANTS
 
 ESTIMATOR_LABELS = {"model": "Conv4Rec", "per_user_empirical": "per-user empirical (add-α)",
@@ -17,11 +17,11 @@ ESTIMATOR_LABELS = {"model": "Conv4Rec", "per_user_empirical": "per-user empiric
 
 
 def environment(*, command: str, wall_seconds: float) -> dict:
-    """Command, machine, versions and wall time of a run."""
+    """Command, machine, versions, commit and wall time of a run."""
     cpu = cpu_model()
     versions = {name: metadata.version(name) for name in ("jax", "flax", "optax", "numpy", "scipy")}
     return {"command": command, "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "versions": versions, "wall_seconds": wall_seconds}
+            "versions": versions, "commit": source_commit(), "wall_seconds": wall_seconds}
 
 
 def log_log_slope(sizes, values) -> dict:
