@@ -129,8 +129,9 @@ def markdown(doc: dict) -> str:
              "users were drawn, not the training's own randomness, which a retraining can show). "
              + ("Quick mode: the quick grids' first points on 30 + 30 held-out users. " if doc["quick"] else
                 "Each model was retrained at the comparison's selected point. ")
-             + f"Machine: {machine_line(doc['environment'])}. "
-             f"Command: `{doc['command']}`.", "",
+             + "Machine and command of each dataset's run: "
+             + "; ".join(f"{dataset}: {machine_line(entry['environment'])}, `{entry['environment']['command']}`"
+                         for dataset, entry in doc["datasets"].items()) + ".", "",
              "| dataset | peer | mean Δ | 95% interval | per-seed Δ | users better / tied / worse |",
              "|---|---|---|---|---|---|"]
     for dataset, entry in doc["datasets"].items():
@@ -172,19 +173,24 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", default="../shared/data", help="folder holding one sub-folder per dataset")
     parser.add_argument("--datasets", nargs="+", default=["douban", "ml-100k"], choices=list(IMPLICIT_USERS))
     parser.add_argument("--results", default=str(RESULTS_DIR), help="folder of the comparison's <dataset>.json")
-    parser.add_argument("--out", default=str(RESULTS_DIR), help="folder for paired-gap.{json,md,png}")
+    parser.add_argument("--out", default=str(RESULTS_DIR),
+                        help="folder for paired-gap.{json,md,png}; datasets already there are kept unless rerun")
     parser.add_argument("--quick", action="store_true", help="one seed, 30 + 30 held-out users, the quick grids' points")
     args = parser.parse_args(argv)
     env = environment(program=("python", "-m", "benchmarks.paired_gap"), argv=argv)
     print(f"{env['command']}\n{machine_line(env)}", flush=True)
-    doc = {"command": env["command"], "environment": env, "quick": args.quick,
-           "seeds": list(SEEDS[:1] if args.quick else SEEDS), "datasets": {}}
-    for dataset in args.datasets:
-        doc["datasets"][dataset] = run_dataset(dataset, Path(args.data_dir), Path(args.results), quick=args.quick,
-                                               log=lambda line: print(line, flush=True))
     out = Path(args.out)
+    path = out / "paired-gap.json"
+    doc = json.loads(path.read_text()) if path.exists() else {"datasets": {}}
+    if doc.get("quick", args.quick) != args.quick:
+        doc = {"datasets": {}}  # quick and full runs never share a table
+    doc |= {"quick": args.quick, "seeds": list(SEEDS[:1] if args.quick else SEEDS)}
+    for dataset in args.datasets:
+        entry = run_dataset(dataset, Path(args.data_dir), Path(args.results), quick=args.quick,
+                            log=lambda line: print(line, flush=True))
+        doc["datasets"][dataset] = entry | {"environment": env}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "paired-gap.json").write_text(json.dumps(doc, indent=2))
+    path.write_text(json.dumps(doc, indent=2))
     (out / "paired-gap.md").write_text(markdown(doc))
     plot(doc, out / "paired-gap.png")
     print(markdown(doc))
