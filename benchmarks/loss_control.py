@@ -14,7 +14,6 @@ points; the point and the epoch are picked on the validation users' NDCG@100, te
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -23,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from convae_jax.compare import (EASE_L2_GRID, IMPLICIT_USERS, RESULTS_DIR, SEEDS, dataset_strong_split,
-                                environment, machine_line, mean_std)
+from benchmarks.accuracy_cli import announce, control_parser
+from convae_jax.compare import EASE_L2_GRID, SEEDS, dataset_strong_split, machine_line, mean_std
 from convae_jax.data import load_dataset
 from convae_jax.evaluate import strong_generalization_protocol
 from convae_jax.rank import seen_mask
@@ -124,14 +123,9 @@ def markdown(doc: dict) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default="../shared/data", help="folder holding one sub-folder per dataset")
-    parser.add_argument("--datasets", nargs="+", default=["ml-100k", "douban"], choices=list(IMPLICIT_USERS))
-    parser.add_argument("--out", default=str(RESULTS_DIR), help="folder for loss-control.{json,md}")
-    args = parser.parse_args(argv)
-    env = environment(program=("python", "-m", "benchmarks.loss_control"), argv=argv)
+    args = control_parser(__doc__, datasets=["ml-100k", "douban"], outputs="loss-control.{json,md}").parse_args(argv)
+    env = announce("benchmarks.loss_control", argv)
     command = env["command"]
-    print(f"{command}\n{machine_line(env)}", flush=True)
     doc = {"command": command, "environment": env, "seeds": list(SEEDS), "datasets": {}}
     for dataset in args.datasets:
         data = load_dataset(dataset, Path(args.data_dir) / dataset).train

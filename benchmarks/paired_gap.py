@@ -13,15 +13,15 @@ test NDCG@100 is printed beside the recorded one, so the rerun is checked agains
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from convae_jax.compare import (IMPLICIT_USERS, RESULTS_DIR, SEEDS, StrongSplit, dataset_strong_split, environment,
-                                fit_conv4rec_ratings, fit_mult, implicit_entrants, machine_line)
+from benchmarks.accuracy_cli import announce, control_parser
+from convae_jax.compare import (RESULTS_DIR, SEEDS, StrongSplit, dataset_strong_split, fit_conv4rec_ratings, fit_mult,
+                                implicit_entrants, machine_line)
 from convae_jax.data import load_dataset
 from convae_jax.errors import ConvaeError
 from convae_jax.evaluate import ranking_per_user
@@ -169,16 +169,12 @@ def plot(doc: dict, path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default="../shared/data", help="folder holding one sub-folder per dataset")
-    parser.add_argument("--datasets", nargs="+", default=["douban", "ml-100k"], choices=list(IMPLICIT_USERS))
+    parser = control_parser(__doc__, datasets=["douban", "ml-100k"],
+                            outputs="paired-gap.{json,md,png}; datasets already there are kept unless rerun")
     parser.add_argument("--results", default=str(RESULTS_DIR), help="folder of the comparison's <dataset>.json")
-    parser.add_argument("--out", default=str(RESULTS_DIR),
-                        help="folder for paired-gap.{json,md,png}; datasets already there are kept unless rerun")
     parser.add_argument("--quick", action="store_true", help="one seed, 30 + 30 held-out users, the quick grids' points")
     args = parser.parse_args(argv)
-    env = environment(program=("python", "-m", "benchmarks.paired_gap"), argv=argv)
-    print(f"{env['command']}\n{machine_line(env)}", flush=True)
+    env = announce("benchmarks.paired_gap", argv)
     out = Path(args.out)
     path = out / "paired-gap.json"
     doc = json.loads(path.read_text()) if path.exists() else {"datasets": {}}

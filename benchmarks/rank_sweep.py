@@ -11,14 +11,13 @@ EASE's grid on the validation users; test NDCG@100 is reported as mean ± std ov
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
-from convae_jax.compare import (EASE_L2_GRID, IMPLICIT_USERS, RESULTS_DIR, SEEDS, dataset_strong_split,
-                                environment, machine_line, mean_std)
+from benchmarks.accuracy_cli import announce, control_parser
+from convae_jax.compare import EASE_L2_GRID, IMPLICIT_USERS, SEEDS, dataset_strong_split, machine_line, mean_std
 from convae_jax.data import load_dataset
 from convae_jax.evaluate import strong_generalization_protocol
 from convae_jax.peers.ease import EASE, GramSpectrum
@@ -110,14 +109,9 @@ def plot(doc: dict, path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default="../shared/data", help="folder holding one sub-folder per dataset")
-    parser.add_argument("--datasets", nargs="+", default=list(IMPLICIT_USERS), choices=list(IMPLICIT_USERS))
-    parser.add_argument("--out", default=str(RESULTS_DIR), help="folder for rank-sweep.{json,md,png}")
-    args = parser.parse_args(argv)
-    env = environment(program=("python", "-m", "benchmarks.rank_sweep"), argv=argv)
+    args = control_parser(__doc__, datasets=list(IMPLICIT_USERS), outputs="rank-sweep.{json,md,png}").parse_args(argv)
+    env = announce("benchmarks.rank_sweep", argv)
     command = env["command"]
-    print(f"{command}\n{machine_line(env)}", flush=True)
     out = Path(args.out)
     doc = {"command": command, "environment": env, "seeds": list(SEEDS), "datasets": {}}
     for dataset in args.datasets:
