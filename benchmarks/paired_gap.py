@@ -20,21 +20,16 @@ from typing import Callable
 import numpy as np
 
 from benchmarks.accuracy_cli import announce, control_parser
-from convae_jax.compare import (RESULTS_DIR, SEEDS, StrongSplit, dataset_strong_split, fit_conv4rec_ratings, fit_mult,
-                                implicit_entrants, machine_line)
+from convae_jax.compare import (RESULTS_DIR, SEEDS, StrongSplit, dataset_strong_split, fit_conv4rec_ratings, fit_ease,
+                                fit_mult, implicit_entrants, machine_line)
 from convae_jax.data import load_dataset
 from convae_jax.errors import ConvaeError
 from convae_jax.evaluate import ranking_per_user
-from convae_jax.peers.ease import EASE
 
 CONV4REC = "conv4rec user rows (ratings; MAP fold-in)"
 PEERS = ("EASE", "Mult-VAE")
 BOOTSTRAP_DRAWS = 10_000
 TASK = "implicit/strong-generalization"
-
-
-def _fit_ease(split: StrongSplit, point: dict, seed: int):
-    return EASE.fit(split.clicks.train, **point)
 
 
 def _fit_mult_vae(split: StrongSplit, point: dict, seed: int):
@@ -43,7 +38,7 @@ def _fit_mult_vae(split: StrongSplit, point: dict, seed: int):
 
 # name -> (fit(split, point, seed) -> a model with `fold_in_scores`, whether it folds in ratings)
 RANKERS: dict[str, tuple[Callable, bool]] = {
-    "EASE": (_fit_ease, False), "Mult-VAE": (_fit_mult_vae, False), CONV4REC: (fit_conv4rec_ratings, True)}
+    "EASE": (fit_ease, False), "Mult-VAE": (_fit_mult_vae, False), CONV4REC: (fit_conv4rec_ratings, True)}
 
 
 def ndcg_per_test_user(model, split: StrongSplit, *, reads_ratings: bool) -> dict[int, float]:
@@ -72,38 +67,43 @@ def paired_bootstrap(differences: list[np.ndarray], *, draws: int = BOOTSTRAP_DR
     for d in differences:
         means += d[rng.integers(0, d.size, size=(draws, d.size))].mean(axis=1) / len(differences)
     low, high = np.percentile(means, [2.5, 97.5])
+    per_seed = [float(d.mean()) for d in differences]
     pooled = np.concatenate(differences)
-    return {"mean": float(np.mean([d.mean() for d in differences])), "low": float(low), "high": float(high),
-            "per_seed": [float(d.mean()) for d in differences], "n_users": int(pooled.size),
-            "better": int((pooled > 0).sum()), "tied": int((pooled == 0).sum()), "worse": int((pooled < 0).sum())}
+    return {"mean": float(np.mean(per_seed)), "low": float(low), "high": float(high), "per_seed": per_seed,
+            "n_users": int(pooled.size), "better": int((pooled > 0).sum()), "tied": int((pooled == 0).sum()),
+            "worse": int((pooled < 0).sum())}
 
 
-def selected_points(dataset: str, results_dir: Path, *, quick: bool) -> dict[str, dict]:
-    """The grid point of each model: the committed comparison's selected point, or in quick mode
-    the first point of the quick grid (what `convae compare --quick` runs)."""
+def recorded_table(dataset: str, results_dir: Path) -> dict:
+    """The committed comparison's strong-generalization records of `dataset`, by model name."""
+    path = results_dir / f"{dataset}.json"
+    return json.loads(path.read_text())["tables"].get(TASK, {}) if path.exists() else {}
+
+
+def selected_points(dataset: str, table: dict, *, quick: bool) -> dict[str, dict]:
+    """The grid point of each model: its selected point in the comparison's `table`, or in quick
+    mode the first point of the quick grid (what `convae compare --quick` runs)."""
     names = (CONV4REC, *PEERS)
     if quick:
         grids = {e.name: e.grid for e in implicit_entrants(quick=True)}
         return {name: dict(grids[name][0]) for name in names}
-    path = results_dir / f"{dataset}.json"
-    table = json.loads(path.read_text())["tables"][TASK] if path.exists() else {}
     missing = [name for name in names if name not in table]
     if missing:
-        raise ConvaeError(f"{path}: no recorded {TASK} result for {missing}; run `convae compare --dataset {dataset}` first")
+        raise ConvaeError(f"{dataset}.json: no recorded {TASK} result for {missing}; "
+                          f"run `convae compare --dataset {dataset}` first")
     return {name: table[name]["selected_point"] for name in names}
 
 
-def recorded_test(dataset: str, results_dir: Path, name: str, seed: int) -> float | None:
-    path = results_dir / f"{dataset}.json"
-    if not path.exists():
-        return None
-    runs = json.loads(path.read_text())["tables"].get(TASK, {}).get(name, {}).get("runs", [])
+def recorded_test(table: dict, name: str, seed: int) -> float | None:
+    """The comparison's test NDCG@100 of `name` at `seed`, if it was recorded."""
+    runs = table.get(name, {}).get("runs", [])
     return next((r["test"]["ndcg@100"] for r in runs if r["selected"] and r["seed"] == seed), None)
 
 
 def run_dataset(dataset: str, data_dir: Path, results_dir: Path, *, quick: bool, log=print) -> dict:
     data = load_dataset(dataset, data_dir / dataset).train
-    points = selected_points(dataset, results_dir, quick=quick)
+    table = {} if quick else recorded_table(dataset, results_dir)
+    points = selected_points(dataset, table, quick=quick)
     seeds = SEEDS[:1] if quick else SEEDS
     scores = {name: [] for name in points}
     reruns = {name: [] for name in points}
@@ -113,7 +113,7 @@ def run_dataset(dataset: str, data_dir: Path, results_dir: Path, *, quick: bool,
             fit_fn, reads_ratings = RANKERS[name]
             per_user = ndcg_per_test_user(fit_fn(split, point, seed), split, reads_ratings=reads_ratings)
             scores[name].append(per_user)
-            recorded = None if quick else recorded_test(dataset, results_dir, name, seed)
+            recorded = recorded_test(table, name, seed)
             reruns[name].append({"seed": seed, "ndcg@100": float(np.mean(list(per_user.values()))), "recorded": recorded})
             log(f"{dataset} seed {seed} {name}: test NDCG@100 {reruns[name][-1]['ndcg@100']:.4f} "
                 f"(recorded {'–' if recorded is None else f'{recorded:.4f}'})")
