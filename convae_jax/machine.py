@@ -22,18 +22,24 @@ def cpu_model() -> str:
     return names[0] if names else (platform.processor() or "unknown")
 
 
+# Tracked paths that hold what runs write or what people read, not code: a results file that an
+# earlier run of the same session rewrote does not make the next run's code "dirty".
+NOT_CODE = ("benchmarks/results", "docs")
+
+
 def source_commit(repo: Path = PACKAGE_ROOT) -> str | None:
-    """The git commit of the code a result comes from, with "+dirty" when tracked files differ
-    from it; None outside a git checkout. Results of different commits can differ where nothing
-    meant to change them: a change of rounding in the loss moved one ML-100K seed's
-    strong-generalization NDCG@100 from 0.5061 to 0.5230 through a different selected epoch."""
+    """The git commit of the code a result comes from, with "+dirty" when tracked files other than
+    `NOT_CODE` differ from it; None outside a git checkout. Results of different commits can
+    differ where nothing meant to change them: a change of rounding in the loss moved one ML-100K
+    seed's strong-generalization NDCG@100 from 0.5061 to 0.5230 through a different selected epoch."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True,
                               timeout=30).stdout.strip()
 
     try:
         head = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                    *(f":(exclude){path}" for path in NOT_CODE))
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "")

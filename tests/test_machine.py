@@ -87,3 +87,24 @@ def test_source_commit_names_the_checkout_head_and_nothing_outside_git(tmp_path)
     commit = source_commit()
     assert commit in (head, head + "+dirty")
     assert source_commit(tmp_path) is None
+
+
+def test_source_commit_is_dirty_for_changed_code_not_for_rewritten_results(tmp_path):
+    from convae_jax.machine import source_commit
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "model.py").write_text("width = 1\n")
+    (tmp_path / "benchmarks" / "results" / "table.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "start")
+    head = git("rev-parse", "HEAD")
+    assert source_commit(tmp_path) == head
+    (tmp_path / "benchmarks" / "results" / "table.json").write_text('{"rmse": 0.9}\n')
+    assert source_commit(tmp_path) == head
+    (tmp_path / "model.py").write_text("width = 2\n")
+    assert source_commit(tmp_path) == head + "+dirty"
