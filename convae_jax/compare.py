@@ -642,28 +642,37 @@ TABLES = {"explicit": [("", (*RATING_METRICS, "recall@20"))],
 
 def markdown_tables(doc: dict) -> str:
     """One markdown table per task (two for the implicit task): mean ± std over seeds of each main
-    metric; a model appears in a table where it has at least one of its metrics."""
+    metric, and the commit of the code each row ran (rows are rerun separately, so they can
+    differ); a model appears in a table where it has at least one of its metrics."""
     envs = [r["environment"] for table in doc["tables"].values() for r in table.values()]
     commands = sorted({e["command"] for e in envs})
+    machine = machine_line({k: v for k, v in envs[0].items() if k != "commit"})
     lines = [f"# {doc['dataset']}{' (quick)' if doc.get('quick') else ''}", "",
-             f"Seeds: {doc['seeds']}; mean ± std (ddof 1) over seeds. Machine: {machine_line(envs[0])}. "
-             "Commands: " + "; ".join(f"`{c}`" for c in commands) + ".", ""]
+             f"Seeds: {doc['seeds']}; mean ± std (ddof 1) over seeds. Machine: {machine}. "
+             "Commands: " + "; ".join(f"`{c}`" for c in commands) + ". Commit: the code's, where the "
+             "row's record has one (– for rows recorded before commits were kept).", ""]
     for task, table in doc["tables"].items():
         for title, metrics in TABLES[task.split("/")[0]]:
             rows = {name: record for name, record in table.items()
                     if any(m in record.get("summary", {}) for m in metrics)}
             if not rows:
                 continue
-            lines += [f"## {task}{title}", "", "| model | source | seeds | " + " | ".join(metrics) + " | selected point |",
-                      "|---|---|---|" + "---|" * len(metrics) + "---|"]
+            lines += [f"## {task}{title}", "",
+                      "| model | source | seeds | " + " | ".join(metrics) + " | selected point | commit |",
+                      "|---|---|---|" + "---|" * len(metrics) + "---|---|"]
             for name, record in rows.items():
                 summary = record["summary"]
                 cells = [f"{summary[m]['mean']:.4f} ± {summary[m]['std']:.4f}" if m in summary else "–" for m in metrics]
                 seeds = next(iter(summary.values()))["n"]
                 lines.append(f"| {name} | {record['source']} | {seeds} | " + " | ".join(cells)
-                             + f" | `{json.dumps(record.get('selected_point'))}` |")
+                             + f" | `{json.dumps(record.get('selected_point'))}` | {_short_commit(record['environment'])} |")
             lines.append("")
     return "\n".join(lines)
+
+
+def _short_commit(env: dict) -> str:
+    commit = env.get("commit")
+    return commit[:7] + ("+dirty" if commit.endswith("+dirty") else "") if commit else "–"
 
 
 def plot(doc: dict, path) -> None:

@@ -130,6 +130,13 @@ def test_summarise_and_markdown():
         "m": {"source": "ours", "summary": summary, "selected_point": {"a": 1}, "environment": env}}}}
     table = markdown_tables(doc)
     assert "| m | ours | 3 | 1.0000 ± 0.1000 |" in table and "`convae compare --dataset x`" in table
+
+    def row_of_m(table):
+        return next(line for line in table.splitlines() if line.startswith("| m |"))
+
+    assert row_of_m(table).endswith('| `{"a": 1}` | – |')  # recorded before commits were kept
+    env["commit"] = "0123456789abcdef0123456789abcdef01234567+dirty"
+    assert row_of_m(markdown_tables(doc)).endswith('| `{"a": 1}` | 0123456+dirty |')
     rates_only = {"source": "ours", "summary": summarise([{"new-users/rmse": 1.0}]), "environment": env}
     ranks_only = {"source": "ours", "summary": summarise([{"ndcg@100": 0.5}]), "environment": env}
     doc["tables"] = {"implicit/strong-generalization": {"floor": rates_only, "ranker": ranks_only}}
