@@ -462,6 +462,9 @@ def implicit_entrants(*, quick: bool) -> list[Entrant]:
                 _ranking_run(_fit_conv4rec_clicks), "ours"),
         Entrant("conv4rec user rows (clicks)", conv4rec_grid(CONV4REC_USER_ROWS_CLICKS_GRID, quick_user_rows),
                 _ranking_run(_fit_conv4rec_clicks), "ours"),
+        Entrant("conv4rec user rows (clicks; MAP fold-in)",
+                conv4rec_grid(CONV4REC_USER_ROWS_CLICKS_MAP_GRID, quick_user_rows_map),
+                _ranking_run(_fit_conv4rec_clicks), "ours"),
     ]
     if _has_cornac():
         version = f"cornac {_cornac_version()}"
@@ -505,12 +508,19 @@ CONV4REC_USER_ROWS_GRID = _input_dropout_grid("ratings_fast", (
 # 0.5464 / 0.5434 for ρ = 0.3 / 1 / 3). The training and the epoch are the user rows' own
 # (`_fit_user_rows`): only the fold-in differs.
 USER_ROWS_MAP_FOLD_IN = "eval.fold_in_code_prior=1.0"
-CONV4REC_USER_ROWS_MAP_GRID = [{**point, "overrides": (*point["overrides"], USER_ROWS_MAP_FOLD_IN)}
-                               for point in CONV4REC_USER_ROWS_GRID]
+
+
+def _with_map_fold_in(points: list[dict]) -> list[dict]:
+    return [{**point, "overrides": (*point["overrides"], USER_ROWS_MAP_FOLD_IN)} for point in points]
+
+
+CONV4REC_USER_ROWS_MAP_GRID = _with_map_fold_in(CONV4REC_USER_ROWS_GRID)
 CONV4REC_CLICKS_GRID = _input_dropout_grid("clicks_fast", ITEM_ROWS_FOLD_IN)
 # The clicks model in user rows: the user-rows ratings points on one channel, its epoch picked by the
-# validation users' NDCG@100 as the ratings model's is.
+# validation users' NDCG@100 as the ratings model's is; and the same with the MAP fold-in, so that
+# the clicks alone and the ratings compare with the same fold-in.
 CONV4REC_USER_ROWS_CLICKS_GRID = CONV4REC_USER_ROWS_GRID
+CONV4REC_USER_ROWS_CLICKS_MAP_GRID = _with_map_fold_in(CONV4REC_USER_ROWS_CLICKS_GRID)
 
 
 # --- the run -----------------------------------------------------------------------------------------

@@ -205,6 +205,24 @@ def test_the_map_fold_in_scores_the_user_rows_own_trained_model():
     assert np.abs(codes[0] - codes[1]).max() > 1e-3
 
 
+def test_the_clicks_alone_get_the_map_fold_in_on_the_same_trained_model():
+    """The clicks-only user rows with the MAP fold-in are the plain clicks-only user rows (same
+    weights, same epoch) with each new user's code refined, so ratings and clicks compare with the
+    same fold-in."""
+    split = compare._task_split("ml-100k", None, dataset_dir("ml-100k"), seed=0, quick=True)
+    entrants = {e.name: e for e in compare.implicit_entrants(quick=True)}
+    plain, refined = (compare._fit_conv4rec_clicks(split, entrants[name].grid[0], seed=0)[0]
+                      for name in ("conv4rec user rows (clicks)", "conv4rec user rows (clicks; MAP fold-in)"))
+    assert plain.model.config.eval.fold_in_code_prior == 0.0 and refined.model.config.eval.fold_in_code_prior == 1.0
+    assert refined.model.selected_epoch == plain.model.selected_epoch
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(plain.model.params),
+                                                    jax.tree_util.tree_leaves(refined.model.params)))
+    history = split.clicks.val_fold_in
+    (users, plain_scores), = plain.fold_in_scores(history)
+    (same_users, refined_scores), = refined.fold_in_scores(history)
+    assert np.array_equal(users, same_users) and np.abs(plain_scores - refined_scores).max() > 1e-3
+
+
 def test_rating_floors_on_the_held_out_users_read_their_rating_history():
     """The biases floor refitted with the held-out users' rating history knows each new user's bias,
     so it rates them better than the item mean, which ignores users."""
