@@ -22,9 +22,10 @@ def cpu_model() -> str:
     return names[0] if names else (platform.processor() or "unknown")
 
 
-# Tracked paths that hold what runs write or what people read, not code: a results file that an
-# earlier run of the same session rewrote does not make the next run's code "dirty".
-NOT_CODE = ("benchmarks/results", "docs")
+# Tracked paths that hold what runs write or what people read, not code (git pathspecs; `*.md`
+# matches at any depth): a results file or a README rewritten since the last commit does not make
+# a run's code "dirty".
+NOT_CODE = ("benchmarks/results", "docs", "*.md")
 
 
 def source_commit(repo: Path = PACKAGE_ROOT) -> str | None:

@@ -99,12 +99,14 @@ def test_source_commit_is_dirty_for_changed_code_not_for_rewritten_results(tmp_p
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
     (tmp_path / "model.py").write_text("width = 1\n")
     (tmp_path / "benchmarks" / "results" / "table.json").write_text("{}\n")
+    (tmp_path / "README.md").write_text("rmse 1.0\n")
     git("init", "-q")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "start")
     head = git("rev-parse", "HEAD")
     assert source_commit(tmp_path) == head
     (tmp_path / "benchmarks" / "results" / "table.json").write_text('{"rmse": 0.9}\n')
+    (tmp_path / "README.md").write_text("rmse 0.9\n")
     assert source_commit(tmp_path) == head
     (tmp_path / "model.py").write_text("width = 2\n")
     assert source_commit(tmp_path) == head + "+dirty"
