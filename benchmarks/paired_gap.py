@@ -8,7 +8,10 @@ of the noise that comes from which users were drawn. Every model is retrained at
 committed comparison selected (`benchmarks/results/accuracy/<dataset>.json`), and its per-seed
 test NDCG@100 is printed beside the recorded one, so the rerun is checked against the record.
 
-    python -m benchmarks.paired_gap [--data-dir ../shared/data] [--datasets douban ml-100k]
+    python -m benchmarks.paired_gap [--data-dir ../shared/data] [--datasets douban ml-100k] [--seeds 0 1 2]
+
+More seeds than the comparison's three (their models at the point it selected on seed 0) ask
+whether a gap holds beyond the users and trainings those three drew.
 """
 
 from __future__ import annotations
@@ -100,11 +103,12 @@ def recorded_test(table: dict, name: str, seed: int) -> float | None:
     return next((r["test"]["ndcg@100"] for r in runs if r["selected"] and r["seed"] == seed), None)
 
 
-def run_dataset(dataset: str, data_dir: Path, results_dir: Path, *, quick: bool, log=print) -> dict:
+def run_dataset(dataset: str, data_dir: Path, results_dir: Path, *, quick: bool, seeds=None, log=print) -> dict:
+    """Paired gaps on `seeds` (default: the comparison's, the first alone in quick mode)."""
     data = load_dataset(dataset, data_dir / dataset).train
     table = {} if quick else recorded_table(dataset, results_dir)
     points = selected_points(dataset, table, quick=quick)
-    seeds = SEEDS[:1] if quick else SEEDS
+    seeds = list(seeds or (SEEDS[:1] if quick else SEEDS))
     scores = {name: [] for name in points}
     reruns = {name: [] for name in points}
     for seed in seeds:
@@ -119,12 +123,12 @@ def run_dataset(dataset: str, data_dir: Path, results_dir: Path, *, quick: bool,
                 f"(recorded {'–' if recorded is None else f'{recorded:.4f}'})")
     gaps = {peer: paired_bootstrap([paired_differences(ours, theirs) for ours, theirs in zip(scores[CONV4REC], scores[peer])])
             for peer in PEERS}
-    return {"points": points, "reruns": reruns, "gaps": gaps}
+    return {"seeds": seeds, "points": points, "reruns": reruns, "gaps": gaps}
 
 
 def markdown(doc: dict) -> str:
     lines = ["# Paired gaps: Conv4Rec against each peer, user by user (strong generalization, test NDCG@100)", "",
-             f"Conv4Rec is `{CONV4REC}`. Δ = Conv4Rec − peer per test user; the mean over seeds {doc['seeds']} of each "
+             f"Conv4Rec is `{CONV4REC}`. Δ = Conv4Rec − peer per test user; the mean over a run's seeds of each "
              f"seed's mean Δ, with a 95% bootstrap interval ({BOOTSTRAP_DRAWS} draws of each seed's users: it covers which "
              "users were drawn, not the training's own randomness, which a retraining can show). "
              + ("Quick mode: the quick grids' first points on 30 + 30 held-out users. " if doc["quick"] else
@@ -132,12 +136,12 @@ def markdown(doc: dict) -> str:
              + "Machine and command of each dataset's run: "
              + "; ".join(f"{dataset}: {machine_line(entry['environment'])}, `{entry['environment']['command']}`"
                          for dataset, entry in doc["datasets"].items()) + ".", "",
-             "| dataset | peer | mean Δ | 95% interval | per-seed Δ | users better / tied / worse |",
-             "|---|---|---|---|---|---|"]
+             "| dataset | seeds | peer | mean Δ | 95% interval | per-seed Δ | users better / tied / worse |",
+             "|---|---|---|---|---|---|---|"]
     for dataset, entry in doc["datasets"].items():
         for peer, gap in entry["gaps"].items():
             per_seed = ", ".join(f"{d:+.4f}" for d in gap["per_seed"])
-            lines.append(f"| {dataset} | {peer} | {gap['mean']:+.4f} | [{gap['low']:+.4f}, {gap['high']:+.4f}] | "
+            lines.append(f"| {dataset} | {', '.join(map(str, entry['seeds']))} | {peer} | {gap['mean']:+.4f} | [{gap['low']:+.4f}, {gap['high']:+.4f}] | "
                          f"{per_seed} | {gap['better']} / {gap['tied']} / {gap['worse']} |")
     lines += ["", "Reruns against the record (test NDCG@100 per seed, rerun / recorded):", ""]
     for dataset, entry in doc["datasets"].items():
@@ -173,6 +177,8 @@ def main(argv=None) -> None:
                             outputs="paired-gap.{json,md,png}; datasets already there are kept unless rerun")
     parser.add_argument("--results", default=str(RESULTS_DIR), help="folder of the comparison's <dataset>.json")
     parser.add_argument("--quick", action="store_true", help="one seed, 30 + 30 held-out users, the quick grids' points")
+    parser.add_argument("--seeds", nargs="+", type=int, help=f"splits and trainings to pair (default {list(SEEDS)}; "
+                        "quick: the first)")
     args = parser.parse_args(argv)
     env = announce("benchmarks.paired_gap", argv)
     out = Path(args.out)
@@ -180,9 +186,9 @@ def main(argv=None) -> None:
     doc = json.loads(path.read_text()) if path.exists() else {"datasets": {}}
     if doc.get("quick", args.quick) != args.quick:
         doc = {"datasets": {}}  # quick and full runs never share a table
-    doc |= {"quick": args.quick, "seeds": list(SEEDS[:1] if args.quick else SEEDS)}
+    doc["quick"] = args.quick
     for dataset in args.datasets:
-        entry = run_dataset(dataset, Path(args.data_dir), Path(args.results), quick=args.quick,
+        entry = run_dataset(dataset, Path(args.data_dir), Path(args.results), quick=args.quick, seeds=args.seeds,
                             log=lambda line: print(line, flush=True))
         doc["datasets"][dataset] = entry | {"environment": env}
     out.mkdir(parents=True, exist_ok=True)
