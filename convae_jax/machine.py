@@ -11,15 +11,26 @@ from pathlib import Path
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what `platform` knows, else "unknown"."""
-    cpuinfo = Path("/proc/cpuinfo")
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name from /proc/cpuinfo, with its family, model, stepping and widest vector
+    instructions (a virtual machine may show only "AMD EPYC", and XLA compiles for the host's
+    vector width, so two such machines can round the same run differently); else what `platform`
+    knows, else "unknown"."""
     try:
-        lines = cpuinfo.read_text().splitlines()
+        first = cpuinfo.read_text().split("\n\n")[0].splitlines()
     except OSError:
-        lines = []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else (platform.processor() or "unknown")
+        first = []
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first)}
+    if "model name" not in fields:
+        return platform.processor() or "unknown"
+    flags = set(fields.get("flags", "").split())
+    vector = next((flag for flag in VECTOR_FLAGS if flag in flags), "no AVX")
+    return (f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')}, "
+            f"stepping {fields.get('stepping', '?')}; {vector})")
+
+
+# Widest first: the first one a CPU lists is what `cpu_model` reports.
+VECTOR_FLAGS = ("avx512f", "avx2", "avx")
 
 
 # Tracked paths that hold what runs write or what people read, not code (git pathspecs; `*.md`

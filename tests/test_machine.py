@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from convae_jax.machine import ALLOCATOR_ENVIRONMENT
+from convae_jax.machine import ALLOCATOR_ENVIRONMENT, cpu_model
 
 # A fresh interpreter frees and reallocates a 64 MiB buffer (above glibc's largest mmap threshold)
 # and prints the minor page faults of each allocation after the first.
@@ -110,3 +110,23 @@ def test_source_commit_is_dirty_for_changed_code_not_for_rewritten_results(tmp_p
     assert source_commit(tmp_path) == head
     (tmp_path / "model.py").write_text("width = 2\n")
     assert source_commit(tmp_path) == head + "+dirty"
+
+
+def test_cpu_model_names_the_generation_and_vector_width_behind_a_masked_model_name(tmp_path):
+    """Two virtual machines both called "AMD EPYC" can compile a run to different vector code;
+    the record tells them apart by family, model, stepping and the widest AVX the first CPU lists."""
+    block = "processor\t: {n}\nmodel name\t: AMD EPYC\ncpu family\t: {family}\nmodel\t\t: {model}\nstepping\t: 0\nflags\t\t: {flags}\n"
+    zen2 = tmp_path / "zen2"
+    zen2.write_text(block.format(n=0, family=23, model=49, flags="fpu sse4_2 avx avx2 fma")
+                    + "\n" + block.format(n=1, family=23, model=49, flags="fpu avx avx512f"))
+    zen4 = tmp_path / "zen4"
+    zen4.write_text(block.format(n=0, family=25, model=17, flags="fpu avx avx2 avx512f avx512bw"))
+    old = tmp_path / "old"
+    old.write_text(block.format(n=0, family=6, model=15, flags="fpu sse4_1"))
+    assert cpu_model(zen2) == "AMD EPYC (family 23, model 49, stepping 0; avx2)"
+    assert cpu_model(zen4) == "AMD EPYC (family 25, model 17, stepping 0; avx512f)"
+    assert cpu_model(old).endswith("; no AVX)")
+    nameless = tmp_path / "nameless"
+    nameless.write_text("processor\t: 0\nflags\t\t: avx2\n")
+    assert cpu_model(nameless) == (platform.processor() or "unknown")
+    assert cpu_model(tmp_path / "missing") == (platform.processor() or "unknown")
