@@ -139,9 +139,10 @@ def markdown(doc: dict) -> str:
              "| dataset | seeds | peer | mean Δ | 95% interval | per-seed Δ | users better / tied / worse |",
              "|---|---|---|---|---|---|---|"]
     for dataset, entry in doc["datasets"].items():
+        seeds = ", ".join(map(str, entry["seeds"]))
         for peer, gap in entry["gaps"].items():
             per_seed = ", ".join(f"{d:+.4f}" for d in gap["per_seed"])
-            lines.append(f"| {dataset} | {', '.join(map(str, entry['seeds']))} | {peer} | {gap['mean']:+.4f} | [{gap['low']:+.4f}, {gap['high']:+.4f}] | "
+            lines.append(f"| {dataset} | {seeds} | {peer} | {gap['mean']:+.4f} | [{gap['low']:+.4f}, {gap['high']:+.4f}] | "
                          f"{per_seed} | {gap['better']} / {gap['tied']} / {gap['worse']} |")
     lines += ["", "Reruns against the record (test NDCG@100 per seed, rerun / recorded):", ""]
     for dataset, entry in doc["datasets"].items():

@@ -115,7 +115,8 @@ def test_source_commit_is_dirty_for_changed_code_not_for_rewritten_results(tmp_p
 def test_cpu_model_names_the_generation_and_vector_width_behind_a_masked_model_name(tmp_path):
     """Two virtual machines both called "AMD EPYC" can compile a run to different vector code;
     the record tells them apart by family, model, stepping and the widest AVX the first CPU lists."""
-    block = "processor\t: {n}\nmodel name\t: AMD EPYC\ncpu family\t: {family}\nmodel\t\t: {model}\nstepping\t: 0\nflags\t\t: {flags}\n"
+    block = ("processor\t: {n}\nmodel name\t: AMD EPYC\ncpu family\t: {family}\nmodel\t\t: {model}\n"
+             "stepping\t: 0\nflags\t\t: {flags}\n")
     zen2 = tmp_path / "zen2"
     zen2.write_text(block.format(n=0, family=23, model=49, flags="fpu sse4_2 avx avx2 fma")
                     + "\n" + block.format(n=1, family=23, model=49, flags="fpu avx avx512f"))
