@@ -160,14 +160,15 @@ def plot(doc: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(f"{dataset} vs {peer}", gap) for dataset, entry in doc["datasets"].items() for peer, gap in entry["gaps"].items()]
+    rows = [(f"{dataset} vs {peer} ({len(entry['seeds'])} seeds)", gap)
+            for dataset, entry in doc["datasets"].items() for peer, gap in entry["gaps"].items()]
     fig, ax = plt.subplots(figsize=(6.5, 0.5 * len(rows) + 1.2))
     for y, (label, gap) in enumerate(rows):
         ax.errorbar([gap["mean"]], [y], xerr=[[gap["mean"] - gap["low"]], [gap["high"] - gap["mean"]]], fmt="o",
                     color="tab:blue", capsize=3)
     ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
     ax.set_yticks(range(len(rows)), [label for label, _ in rows])
-    ax.set_xlabel("Conv4Rec − peer, test NDCG@100 (mean over seeds, 95% interval)")
+    ax.set_xlabel("Conv4Rec − peer, test NDCG@100\n(mean over seeds, 95% interval over users)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
