@@ -103,7 +103,8 @@ def recorded_test(table: dict, name: str, seed: int) -> float | None:
     return next((r["test"]["ndcg@100"] for r in runs if r["selected"] and r["seed"] == seed), None)
 
 
-def run_dataset(dataset: str, data_dir: Path, results_dir: Path, *, quick: bool, seeds=None, log=print) -> dict:
+def run_dataset(dataset: str, data_dir: Path, results_dir: Path, *, quick: bool, seeds: list[int] | None = None,
+                log=print) -> dict:
     """Paired gaps on `seeds` (default: the comparison's, the first alone in quick mode)."""
     data = load_dataset(dataset, data_dir / dataset).train
     table = {} if quick else recorded_table(dataset, results_dir)

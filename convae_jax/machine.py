@@ -11,6 +11,10 @@ from pathlib import Path
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
+# Widest first: the first one a CPU lists is what `cpu_model` reports.
+VECTOR_FLAGS = ("avx512f", "avx2", "avx")
+
+
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's model name from /proc/cpuinfo, with its family, model, stepping and widest vector
     instructions (a virtual machine may show only "AMD EPYC", and XLA compiles for the host's
@@ -27,10 +31,6 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     vector = next((flag for flag in VECTOR_FLAGS if flag in flags), "no AVX")
     return (f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')}, "
             f"stepping {fields.get('stepping', '?')}; {vector})")
-
-
-# Widest first: the first one a CPU lists is what `cpu_model` reports.
-VECTOR_FLAGS = ("avx512f", "avx2", "avx")
 
 
 # Tracked paths that hold what runs write or what people read, not code (git pathspecs; `*.md`
