@@ -14,7 +14,7 @@ from convae_jax.rank import consume_percentile, p_rating_at_least, seen_mask
 
 @dataclasses.dataclass(frozen=True)
 class ItemExplanation:
-    """One (user, item) pair as the model sees it (SPEC §4).
+    """One (user, item) pair as the model sees it (docs/model.md, "Predictions").
 
     consume_percentile: share (%) of the user's unseen items whose P(consume) is at most this
     item's (`rank.consume_percentile`; 100 = the user's likeliest pick); NaN for a seen item.

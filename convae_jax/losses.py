@@ -1,4 +1,4 @@
-"""The joint loss of SPEC §3 as pure functions over logits.
+"""The joint loss (docs/model.md, "The loss") as pure functions over logits.
 
 For a row r with observed entries Ω_r (with counts), logits L ∈ R^{n×C} and
 log Z_r = logsumexp over all n·C entries of L:
