@@ -41,7 +41,8 @@ class ItemExplanation:
         if mode == "enjoy":
             return f"likely liked once consumed: {liking}"
         cut = f", below the {100 * gem_quantile:.0f}% cut" if gem_quantile < 1.0 else ""
-        return f"unlikely to be found alone (P(consume) = {self.p_consume:.3g}, {place}{cut}) but likely liked once shown: {liking}"
+        return (f"unlikely to be found alone (P(consume) = {self.p_consume:.3g}, {place}{cut}) "
+                f"but likely liked once shown: {liking}")
 
     def summary(self) -> dict:
         """The numbers as a flat, JSON-ready dict."""

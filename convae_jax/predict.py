@@ -27,6 +27,7 @@ from convae_jax.data.interactions import Interactions
 from convae_jax.errors import ConvaeError
 from convae_jax.model import Conv4Rec, build_model
 
+
 class UserScores(NamedTuple):
     """Scores of a batch of users over the whole catalogue."""
 
@@ -176,7 +177,7 @@ class FoldedUsers:
             if model.orientation == "user":
                 log_c, log_r = model._kernels.user_row_scores(model.params, self.codes[idx])
             else:
-                columns = jax.tree_util.tree_map(lambda a: a[idx], self.columns)
+                columns = jax.tree_util.tree_map(lambda a, idx=idx: a[idx], self.columns)
                 log_c, log_r = model._kernels.item_row_scores(model.params, model.row_codes, model.row_log_z,
                                                               model.log_item_prior, columns)
             size = min(batch, n - start)
@@ -283,7 +284,8 @@ def fold_in_columns(model: FittedModel, history: Interactions, *, steps: int | N
     """
     params, module = model.params, model.module
     codes, log_z = model.row_codes, model.row_log_z
-    item_counts = jnp.asarray(np.bincount(model.train.item, weights=model.train.count, minlength=model.train.n_items), jnp.float32)
+    item_counts = np.bincount(model.train.item, weights=model.train.count, minlength=model.train.n_items)
+    item_counts = jnp.asarray(item_counts, jnp.float32)
     implicit_weight, rating_weight = model.config.model.implicit_weight, model.config.model.rating_weight
     l2 = model.config.train.l2
     mean_column = tuple(jnp.mean(p, axis=0) for p in _column_params(module, params, jnp.arange(model.matrix.n_cols)))
@@ -349,8 +351,8 @@ def _adam_per_user(model: FittedModel, objective, starts, history: Interactions,
         block = (history.user >= first) & (history.user < first + users_per_fit)
         np.add.at(dense, (history.user[block] - first, history.item[block], history.channel[block]), history.count[block])
         rows = np.minimum(np.arange(first, first + users_per_fit), history.n_users - 1)  # a whole block: one compilation
-        theta = fit_one(jax.tree_util.tree_map(lambda a: a[rows], starts), jnp.asarray(dense))
-        fitted.append(jax.tree_util.tree_map(lambda a: a[:size], theta))
+        theta = fit_one(jax.tree_util.tree_map(lambda a, rows=rows: a[rows], starts), jnp.asarray(dense))
+        fitted.append(jax.tree_util.tree_map(lambda a, size=size: a[:size], theta))
     return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *fitted)
 
 

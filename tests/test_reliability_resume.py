@@ -17,8 +17,8 @@ import pytest
 from convae_jax import config as config_lib
 from convae_jax.checkpoint import list_checkpoints, read_checkpoint
 from convae_jax.cli import main
-from convae_jax.errors import CheckpointError, TrainingDiverged
 from convae_jax.data.splits import holdout_interactions
+from convae_jax.errors import CheckpointError, TrainingDiverged
 from convae_jax.evaluate import explicit_protocol
 from convae_jax.experiment import resume_run
 from convae_jax.pytrees import named_leaves

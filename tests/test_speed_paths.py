@@ -12,14 +12,19 @@ import numpy as np
 import pytest
 
 from convae_jax import config as config_lib
-from convae_jax import losses
+from convae_jax import losses, ops
+from convae_jax import model as model_lib
 from convae_jax.data.batches import RowMatrix, entry_budget, iterate_batches
 from convae_jax.errors import ConfigError
-from convae_jax import model as model_lib
-from convae_jax import ops
 from convae_jax.model import Conv4Rec, build_model, init_params
-from convae_jax.ops import (bag_sum, mix_middle, mix_middle_dm_batched, mix_middle_dm_fused, mix_middle_reduced,
-                            mix_middle_unrolled)
+from convae_jax.ops import (
+    bag_sum,
+    mix_middle,
+    mix_middle_dm_batched,
+    mix_middle_dm_fused,
+    mix_middle_reduced,
+    mix_middle_unrolled,
+)
 from convae_jax.train import TrainState, make_loss_fn, make_optimizer, make_train_step
 
 
