@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from benchmarks import floors, profile_step
-from benchmarks.bench_train import BenchSpec, RemoteVariant, Workload, make_variant
-from benchmarks.shapes import Shape, shaped_synthetic
+from benchmarks.speed import floors, profile_step
+from benchmarks.speed.bench_train import BenchSpec, RemoteVariant, Workload, make_variant
+from benchmarks.speed.shapes import Shape, shaped_synthetic
 from conftest import dataset_dir
 from convae_jax import config as config_lib
 from convae_jax.model import build_model, init_params
@@ -128,10 +128,10 @@ def test_step_profile_names_gpu_fusion_kernels_by_their_instruction():
 
 
 def test_op_forms_compute_the_same_numbers():
-    """Every alternative form that `benchmarks.op_forms` times computes its group's first form."""
+    """Every alternative form that `benchmarks.speed.op_forms` times computes its group's first form."""
     import jax
 
-    from benchmarks import op_forms
+    from benchmarks.speed import op_forms
 
     keys = jax.random.split(jax.random.key(0), 4)
     g, w = jax.random.normal(keys[0], (40, 5, 24)), jax.random.normal(keys[1], (40, 8, 24))

@@ -4,7 +4,7 @@ device time), each op named with the JAX operation and the source line it was co
 from the step's optimised HLO), so that a fusion's name leads to the code behind it. Reads the
 trace's Chrome-format JSON, so it needs no profiler plugin.
 
-    python -m benchmarks.profile_step --shape ml-20m-shape --batch-rows 1024 --variant jax-bf16 --device gpu
+    python -m benchmarks.speed.profile_step --shape ml-20m-shape --batch-rows 1024 --variant jax-bf16 --device gpu
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_train import VARIANTS, BenchSpec, JaxVariant, Workload, set_up_process
+from benchmarks.speed.bench_train import VARIANTS, BenchSpec, JaxVariant, Workload, set_up_process
 
 def op_times(trace: dict, *, device: str) -> dict[tuple[str, str], float]:
     """Total duration (µs) per (thread, operation) on the device's threads (GPU streams and the

@@ -1,4 +1,5 @@
-"""Conv4Rec in PyTorch, the parity and speed baseline of convae_jax (SPEC §7), in two flavours.
+"""Conv4Rec in PyTorch, the parity and speed baseline of convae_jax, in two flavours (the model and
+its loss as docs/model.md, The model and The loss, define them).
 
 - `DenseConv4Rec`: as a paper implementation writes it. Each batch becomes a dense count tensor
   X (B, C, n); `nn.Conv1d` 1x1 (C -> k), `nn.Linear` (k·n -> d), φ, `nn.Linear` (d -> k'·n), ψ,

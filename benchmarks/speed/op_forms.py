@@ -13,7 +13,7 @@ so that a short GPU lease can pick between them without rebuilding the step for 
 Each form's median of `--reps` timed calls after a compiled warm-up, and its largest difference
 from the first form's result (they compute the same numbers).
 
-    python -m benchmarks.op_forms --shape ml-20m-shape --batch-rows 1024 --out OUT_DIR
+    python -m benchmarks.speed.op_forms --shape ml-20m-shape --batch-rows 1024 --out OUT_DIR
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
 
     import jax
 
-    from benchmarks.shapes import SHAPES
+    from benchmarks.speed.shapes import SHAPES
 
     shape = SHAPES[args.shape]
     n, c, k, d = shape.n_items, shape.n_channels, args.channels, args.hidden

@@ -21,7 +21,6 @@ import dataclasses
 import json
 import multiprocessing
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -30,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from convae_jax.machine import ALLOCATOR_ENVIRONMENT, cpu_model, reuse_freed_memory, source_commit
+from convae_jax.machine import ALLOCATOR_ENVIRONMENT, reuse_freed_memory
+from convae_jax.record import run_record
 
 VARIANTS = {
     # name: (framework, flavour, precision, compiled); JAX's flavour is its model.decoder_fold
@@ -56,6 +56,8 @@ REFERENCE = "jax-fp32"
 CPU_ALLOCATOR = ("glibc malloc keeping freed memory (convae_jax.machine.ALLOCATOR_ENVIRONMENT, from each process's start) "
                  "in every variant's process")
 LOSS_RTOL = 0.02  # final-epoch losses of differently seeded dropout streams agree to 2% (see README)
+PROGRAM = ("python", "-m", "benchmarks.speed")  # how a record names the command that made it
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]  # where `python -m benchmarks...` resolves
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +91,7 @@ class Workload:
 
         import jax
 
-        from benchmarks.shapes import load_shape
+        from benchmarks.speed.shapes import load_shape
         from convae_jax import config as config_lib
         from convae_jax.data.batches import RowMatrix, entry_budget, iterate_batches
         from convae_jax.model import build_model, init_params
@@ -192,7 +194,7 @@ class TorchVariant:
     def __init__(self, work: Workload, flavour: str, precision: str, compiled: bool):
         import torch
 
-        from benchmarks import torch_baseline as tb
+        from benchmarks.speed import torch_baseline as tb
 
         self.tb, self.torch = tb, torch
         self.device = "cuda" if work.spec.device == "gpu" else "cpu"
@@ -350,9 +352,9 @@ def probe_memory(spec: BenchSpec, name: str) -> float | None:
     """Peak memory (MiB) of one variant: warm-up plus two steps in a fresh process. CPU: the rise of
     the process's peak RSS (VmHWM, reset after the data is built); GPU: the framework's peak
     device allocation. None when the probe fails (its stderr is printed)."""
-    cmd = [sys.executable, "-m", "benchmarks.bench_train", "--probe", name, "--spec", json.dumps(dataclasses.asdict(spec))]
+    cmd = [sys.executable, "-m", "benchmarks.speed.bench_train", "--probe", name, "--spec", json.dumps(dataclasses.asdict(spec))]
     with _started_under_allocator_setting(spec):
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPOSITORY_ROOT)
     if done.returncode != 0:
         print(f"memory probe of {name} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
         return None
@@ -392,7 +394,7 @@ def _status_kib(path: Path, key: str) -> float:
 
 def run_cell(spec: BenchSpec, *, memory: bool = True, log=print) -> dict:
     """Measures every variant of `spec` side by side; returns the result record (see README)."""
-    from benchmarks import floors
+    from benchmarks.speed import floors
 
     if REFERENCE not in spec.variants:
         raise ValueError(f"{REFERENCE} must be among the variants: it is the reference of losses and top-K lists")
@@ -498,10 +500,7 @@ def run_cell(spec: BenchSpec, *, memory: bool = True, log=print) -> dict:
         r["times_floor"] = r["seconds_per_epoch"] / (bf16_floor if "bf16" in name else floor).seconds
     return {
         "spec": dataclasses.asdict(spec),
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),  # the program name, not its install path
-        "machine": machine_info(spec.device),
-        "versions": versions(),
-        "commit": source_commit(),
+        **cell_record(spec.device),
         "load_average_1min": {"min": min(load), "median": float(np.median(load)), "max": max(load)},
         "data": {"rows_per_epoch": work.rows_per_epoch, "n_cols": work.matrix.n_cols, "n_channels": work.data.n_channels,
                  "interactions": int(work.data.nnz), "steps_per_epoch": work.steps_per_epoch,
@@ -520,30 +519,22 @@ def _record_inference(record: dict, variant, params) -> None:
     record["infer_first_seconds"], record["infer_seconds"], record["top"] = first, median, top
 
 
-def machine_info(device: str) -> dict:
-    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
+def cell_record(device: str) -> dict:
+    """The run record (`convae_jax.record.run_record`) laid out as the cell's JSON keeps it:
+    command, machine (with the allocator on a CPU, the GPU's name on a GPU), versions (with JAX's
+    backend) and commit."""
+    import jax
+
+    record = run_record(program=PROGRAM)
+    machine = {key: record[key] for key in ("cpu", "cores", "platform")}
     if device == "cpu":
-        info["allocator"] = CPU_ALLOCATOR
+        machine["allocator"] = CPU_ALLOCATOR
     if device == "gpu":
         import torch
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
-def versions() -> dict:
-    import flax
-    import jax
-    import jaxlib
-    import optax
-    out = {"python": platform.python_version(), "numpy": np.__version__, "jax": jax.__version__,
-           "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__,
-           "jax_backend": jax.default_backend()}
-    try:
-        import torch
-        out["torch"] = torch.__version__
-    except ImportError:
-        pass
-    return out
+        machine["gpu"] = torch.cuda.get_device_name()
+    return {"command": record["command"], "machine": machine,
+            "versions": record["versions"] | {"jax_backend": jax.default_backend()},
+            "commit": record["commit"], "date": record["date"]}
 
 
 # --- the whole run ----------------------------------------------------------------------------------
@@ -551,10 +542,10 @@ def versions() -> dict:
 
 def run_benchmarks(*, shapes, batch_rows, variants, epochs: int = 5, max_steps: int | None = None, hidden: int = 600,
                    infer_users: int = 10_000, interleave: bool = True, device: str = "cpu", data_dir=None,
-                   out="benchmarks/results", memory: bool = True, seed: int = 0) -> list[dict]:
+                   out="benchmarks/results/speed", memory: bool = True, seed: int = 0) -> list[dict]:
     """Runs every (shape, batch) cell, writes `<out>/<device>-<shape>-b<batch>.json`, then the
-    markdown table and chart of every result of `device` in `out` (benchmarks.report)."""
-    from benchmarks import report
+    markdown table and chart of every result of `device` in `out` (`report.write_report`)."""
+    from benchmarks.speed import report
 
     if device == "gpu":
         import jax
