@@ -82,21 +82,6 @@ def _cmd_theory(args) -> int:
     return 0
 
 
-def _cmd_compare(args) -> int:
-    from convae_jax.compare import RESULTS_DIR, compare, write_report
-
-    if args.report_only:
-        write_report(args.dataset, args.out or RESULTS_DIR)
-        print(f"results: {(args.out or RESULTS_DIR) / args.dataset}.md, .png")
-        return 0
-    data_dir = args.data_dir or Path("..") / "shared" / "data" / args.dataset
-    models = tuple(args.models.split(",")) if args.models else None
-    tasks = tuple(args.tasks.split(",")) if args.tasks else None
-    compare(args.dataset, data_dir, quick=args.quick, out_dir=args.out or RESULTS_DIR, models=models, tasks=tasks)
-    print(f"results: {(args.out or RESULTS_DIR) / args.dataset}.json, .md, .png")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,17 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
     theory.add_argument("--quick", action="store_true", help="the small preset (minutes); default: the full preset")
     theory.add_argument("--out", type=Path, help="results folder (default: theory/results/<preset>)")
     theory.set_defaults(run=_cmd_theory)
-
-    compare = sub.add_parser("compare", help="Conv4Rec against its peers on one real dataset, same splits and metrics")
-    compare.add_argument("--dataset", required=True, choices=("ml-100k", "ml-latest-small", "douban", "coat"))
-    compare.add_argument("--data-dir", type=Path, help="the dataset's folder (default: ../shared/data/<dataset>)")
-    compare.add_argument("--quick", action="store_true", help="one seed, one grid point, a few epochs (for tests)")
-    compare.add_argument("--out", type=Path, help="results folder (default: benchmarks/results/accuracy)")
-    compare.add_argument("--models", help="comma-separated model names to (re)run, merged into the existing JSON")
-    compare.add_argument("--tasks", help="comma-separated tasks to (re)run, e.g. explicit/u1,implicit/strong-generalization")
-    compare.add_argument("--report-only", action="store_true", help="only rewrite the .md and .png from the JSON")
-    compare.set_defaults(run=_cmd_compare)
-
     return parser
 
 

@@ -1,20 +1,19 @@
 """Which loss can a full-rank item-item model learn on each catalogue? A zero-diagonal linear map
-S (n_items × n_items) trained by Adam on the strong-generalization split of `convae compare`,
+S (n_items × n_items) trained by Adam on the comparison's strong-generalization split,
 under Conv4Rec's implicit term (the log-likelihood of the consumed items under a softmax over the
 catalogue, as in Mult-DAE) or under EASE's squared error. Same data, optimiser, batches and
 epoch selection; only the loss differs.
 
 The control behind Douban's ranking gap in docs/results.md: the rank sweep
-(`benchmarks/rank_sweep.py`) says Douban needs a wide map, and this says whether the softmax
+(`benchmarks/accuracy/rank_sweep.py`) says Douban needs a wide map, and this says whether the softmax
 term can fit one. Per dataset, seed and loss, a grid of three (L2, input dropout, learning rate)
 points; the point and the epoch are picked on the validation users' NDCG@100, test is reported.
 
-    python -m benchmarks.loss_control [--data-dir ../shared/data] [--datasets ml-100k douban]
+    python -m benchmarks.accuracy.loss_control [--data-dir ../shared/data] [--datasets ml-100k douban]
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
@@ -22,11 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.accuracy_cli import announce, control_parser
-from convae_jax.compare import EASE_L2_GRID, SEEDS, dataset_strong_split, machine_line, mean_std
+from benchmarks.accuracy.control_cli import announce, control_parser, save, write_report
+from benchmarks.accuracy.grids import EASE_L2_GRID
+from benchmarks.accuracy.run import SEEDS
+from benchmarks.accuracy.splits import dataset_strong_split
 from convae_jax.data import load_dataset
 from convae_jax.evaluate import strong_generalization_protocol
 from convae_jax.rank import seen_mask
+from convae_jax.record import mean_std, record_line
 
 EPOCHS = 12
 BATCH_USERS = 32
@@ -107,10 +109,10 @@ def run_seed(data, dataset: str, seed: int) -> dict:
 def markdown(doc: dict) -> str:
     env = doc["environment"]
     lines = ["# Loss control: a full-rank item-item map under the softmax term or the squared error", "",
-             f"Test NDCG@100 (strong generalization), mean ± std over seeds {doc['seeds']}; point and epoch "
+             (f"Test NDCG@100 (strong generalization), mean ± std over seeds {doc['seeds']}; point and epoch "
              f"({EPOCHS} epochs, batches of {BATCH_USERS} users, Adam) picked on the validation users. "
-             f"Machine: {machine_line(env)}. "
-             f"Command: `{doc['command']}`.", "",
+             f"Machine: {record_line(env)}. "
+             f"Command: `{doc['command']}`."), "",
              "| dataset | softmax (Conv4Rec's implicit term) | squared error (EASE's) |",
              "|---|---|---|"]
     for dataset, runs in doc["datasets"].items():
@@ -124,9 +126,11 @@ def markdown(doc: dict) -> str:
 
 def main(argv=None) -> None:
     args = control_parser(__doc__, datasets=["ml-100k", "douban"], outputs="loss-control.{json,md}").parse_args(argv)
-    env = announce("benchmarks.loss_control", argv)
-    command = env["command"]
-    doc = {"command": command, "environment": env, "seeds": list(SEEDS), "datasets": {}}
+    if args.report_only:
+        write_report(args.out, "loss-control", markdown=markdown)
+        return
+    env = announce("benchmarks.accuracy.loss_control", argv)
+    doc = {"command": env["command"], "environment": env, "seeds": list(SEEDS), "datasets": {}}
     for dataset in args.datasets:
         data = load_dataset(dataset, Path(args.data_dir) / dataset).train
         doc["datasets"][dataset] = []
@@ -136,11 +140,7 @@ def main(argv=None) -> None:
             print(f"{dataset} seed {seed}: " + ", ".join(f"{loss} test {run[loss]['test']:.4f} "
                                                          f"(val {run[loss]['validation']:.4f})" for loss in LOSSES),
                   flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "loss-control.json").write_text(json.dumps(doc, indent=2))
-    (out / "loss-control.md").write_text(markdown(doc))
-    print(markdown(doc))
+    save(args.out, "loss-control", doc, markdown=markdown)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ of the noise that comes from which users were drawn. Every model is retrained at
 committed comparison selected (`benchmarks/results/accuracy/<dataset>.json`), and its per-seed
 test NDCG@100 is printed beside the recorded one, so the rerun is checked against the record.
 
-    python -m benchmarks.paired_gap [--data-dir ../shared/data] [--datasets douban ml-100k] [--seeds 0 1 2]
+    python -m benchmarks.accuracy.paired_gap [--data-dir ../shared/data] [--datasets douban ml-100k] [--seeds 0 1 2]
 
 More seeds than the comparison's three (their models at the point it selected on seed 0) ask
 whether a gap holds beyond the users and trainings those three drew.
@@ -17,22 +17,28 @@ whether a gap holds beyond the users and trainings those three drew.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from benchmarks.accuracy_cli import announce, control_parser
-from convae_jax.compare import (RESULTS_DIR, SEEDS, StrongSplit, dataset_strong_split, fit_conv4rec_ratings, fit_ease,
-                                fit_mult, implicit_entrants, machine_line)
+from benchmarks.accuracy.control_cli import announce, control_parser, save, write_report
+from benchmarks.accuracy.entrants import (
+    fit_conv4rec_ratings,
+    fit_ease,
+    fit_mult,
+    implicit_entrants,
+)
+from benchmarks.accuracy.run import IMPLICIT_TASK, RESULTS_DIR, SEEDS
+from benchmarks.accuracy.splits import QUICK_USERS, StrongSplit, dataset_strong_split
 from convae_jax.data import load_dataset
 from convae_jax.errors import ConvaeError
 from convae_jax.evaluate import ranking_per_user
+from convae_jax.record import record_line
 
 CONV4REC = "conv4rec user rows (ratings; MAP fold-in)"
 PEERS = ("EASE", "Mult-VAE")
 BOOTSTRAP_DRAWS = 10_000
-TASK = "implicit/strong-generalization"
 
 
 def _fit_mult_vae(split: StrongSplit, point: dict, seed: int):
@@ -80,20 +86,20 @@ def paired_bootstrap(differences: list[np.ndarray], *, draws: int = BOOTSTRAP_DR
 def recorded_table(dataset: str, results_dir: Path) -> dict:
     """The committed comparison's strong-generalization records of `dataset`, by model name."""
     path = results_dir / f"{dataset}.json"
-    return json.loads(path.read_text())["tables"].get(TASK, {}) if path.exists() else {}
+    return json.loads(path.read_text())["tables"].get(IMPLICIT_TASK, {}) if path.exists() else {}
 
 
 def selected_points(dataset: str, table: dict, *, quick: bool) -> dict[str, dict]:
     """The grid point of each model: its selected point in the comparison's `table`, or in quick
-    mode the first point of the quick grid (what `convae compare --quick` runs)."""
+    mode the first point of the quick grid (what `python -m benchmarks.accuracy --quick` runs)."""
     names = (CONV4REC, *PEERS)
     if quick:
         grids = {e.name: e.grid for e in implicit_entrants(quick=True)}
         return {name: dict(grids[name][0]) for name in names}
     missing = [name for name in names if name not in table]
     if missing:
-        raise ConvaeError(f"{dataset}.json: no recorded {TASK} result for {missing}; "
-                          f"run `convae compare --dataset {dataset}` first")
+        raise ConvaeError(f"{dataset}.json: no recorded {IMPLICIT_TASK} result for {missing}; "
+                          f"run `python -m benchmarks.accuracy --dataset {dataset}` first")
     return {name: table[name]["selected_point"] for name in names}
 
 
@@ -132,10 +138,10 @@ def markdown(doc: dict) -> str:
              f"Conv4Rec is `{CONV4REC}`. Δ = Conv4Rec − peer per test user; the mean over a run's seeds of each "
              f"seed's mean Δ, with a 95% bootstrap interval ({BOOTSTRAP_DRAWS} draws of each seed's users: it covers which "
              "users were drawn, not the training's own randomness, which a retraining can show). "
-             + ("Quick mode: the quick grids' first points on 30 + 30 held-out users. " if doc["quick"] else
+             + (f"Quick mode: the quick grids' first points on {QUICK_USERS} + {QUICK_USERS} held-out users. " if doc["quick"] else
                 "Each model was retrained at the comparison's selected point. ")
              + "Machine and command of each dataset's run: "
-             + "; ".join(f"{dataset}: {machine_line(entry['environment'])}, `{entry['environment']['command']}`"
+             + "; ".join(f"{dataset}: {record_line(entry['environment'])}, `{entry['environment']['command']}`"
                          for dataset, entry in doc["datasets"].items()) + ".", "",
              "| dataset | seeds | peer | mean Δ | 95% interval | per-seed Δ | users better / tied / worse |",
              "|---|---|---|---|---|---|---|"]
@@ -179,12 +185,16 @@ def main(argv=None) -> None:
     parser = control_parser(__doc__, datasets=["douban", "ml-100k"],
                             outputs="paired-gap.{json,md,png}; datasets already there are kept unless rerun")
     parser.add_argument("--results", default=str(RESULTS_DIR), help="folder of the comparison's <dataset>.json")
-    parser.add_argument("--quick", action="store_true", help="one seed, 30 + 30 held-out users, the quick grids' points")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"one seed, {QUICK_USERS} + {QUICK_USERS} held-out users, the quick grids' points")
     parser.add_argument("--seeds", nargs="+", type=int, help=f"splits and trainings to pair (default {list(SEEDS)}; "
                         "quick: the first)")
     args = parser.parse_args(argv)
-    env = announce("benchmarks.paired_gap", argv)
     out = Path(args.out)
+    if args.report_only:
+        write_report(out, "paired-gap", markdown=markdown, plot=plot)
+        return
+    env = announce("benchmarks.accuracy.paired_gap", argv)
     path = out / "paired-gap.json"
     doc = json.loads(path.read_text()) if path.exists() else {"datasets": {}}
     if doc.get("quick", args.quick) != args.quick:
@@ -194,11 +204,7 @@ def main(argv=None) -> None:
         entry = run_dataset(dataset, Path(args.data_dir), Path(args.results), quick=args.quick, seeds=args.seeds,
                             log=lambda line: print(line, flush=True))
         doc["datasets"][dataset] = entry | {"environment": env}
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2))
-    (out / "paired-gap.md").write_text(markdown(doc))
-    plot(doc, out / "paired-gap.png")
-    print(markdown(doc))
+    save(out, "paired-gap", doc, markdown=markdown, plot=plot)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
-"""How much rank does each catalogue need? The rank-r ridge (`GramSpectrum.ridge`) on the
-strong-generalization splits of `convae compare`, against EASE and Conv4Rec's user rows.
+"""How much rank does each catalogue need? The rank-r ridge (`rank_ridge.GramSpectrum.ridge`) on the
+comparison's strong-generalization splits, against EASE and Conv4Rec's user rows.
 
 Conv4Rec's code is d = 128 wide, so no decoder it learns is of rank above 128. This sweep shows
 where a linear model of that rank stands against the full-rank ones on each dataset: the control
 behind Douban's ranking gap in docs/results.md. Per dataset and seed, λ is picked per rank from
 EASE's grid on the validation users; test NDCG@100 is reported as mean ± std over seeds.
 
-    python -m benchmarks.rank_sweep [--data-dir ../shared/data] [--datasets ml-100k douban]
+    python -m benchmarks.accuracy.rank_sweep [--data-dir ../shared/data] [--datasets ml-100k douban]
 """
 
 from __future__ import annotations
@@ -16,11 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.accuracy_cli import announce, control_parser
-from convae_jax.compare import EASE_L2_GRID, IMPLICIT_USERS, SEEDS, dataset_strong_split, machine_line, mean_std
+from benchmarks.accuracy.control_cli import announce, control_parser, save, write_report
+from benchmarks.accuracy.grids import EASE_L2_GRID
+from benchmarks.accuracy.rank_ridge import GramSpectrum
+from benchmarks.accuracy.run import IMPLICIT_TASK, SEEDS
+from benchmarks.accuracy.splits import IMPLICIT_USERS, dataset_strong_split
 from convae_jax.data import load_dataset
 from convae_jax.evaluate import strong_generalization_protocol
-from convae_jax.peers.ease import EASE, GramSpectrum
+from convae_jax.peers.ease import EASE
+from convae_jax.record import mean_std, record_line
 
 RANKS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 CONV4REC_ROW = "conv4rec user rows (ratings)"
@@ -58,16 +62,16 @@ def conv4rec_reference(dataset: str, results_dir: Path) -> dict | None:
     path = results_dir / f"{dataset}.json"
     if not path.exists():
         return None
-    row = json.loads(path.read_text())["tables"].get("implicit/strong-generalization", {}).get(CONV4REC_ROW)
+    row = json.loads(path.read_text())["tables"].get(IMPLICIT_TASK, {}).get(CONV4REC_ROW)
     return None if row is None else {k: row["summary"]["ndcg@100"][k] for k in ("mean", "std")}
 
 
 def markdown(doc: dict) -> str:
     env = doc["environment"]
     lines = ["# Rank sweep: the rank-r ridge against EASE and Conv4Rec (strong generalization, NDCG@100)", "",
-             f"Test NDCG@100, mean ± std over seeds {doc['seeds']}; λ picked per rank on the validation users "
-             f"from {list(EASE_L2_GRID)}. Machine: {machine_line(env)}. "
-             f"Command: `{doc['command']}`.", ""]
+             (f"Test NDCG@100, mean ± std over seeds {doc['seeds']}; λ picked per rank on the validation users "
+             f"from {list(EASE_L2_GRID)}. Machine: {record_line(env)}. "
+             f"Command: `{doc['command']}`."), ""]
     for dataset, entry in doc["datasets"].items():
         summary = entry["summary"]
         conv = entry["conv4rec"]
@@ -110,10 +114,12 @@ def plot(doc: dict, path: Path) -> None:
 
 def main(argv=None) -> None:
     args = control_parser(__doc__, datasets=list(IMPLICIT_USERS), outputs="rank-sweep.{json,md,png}").parse_args(argv)
-    env = announce("benchmarks.rank_sweep", argv)
-    command = env["command"]
     out = Path(args.out)
-    doc = {"command": command, "environment": env, "seeds": list(SEEDS), "datasets": {}}
+    if args.report_only:
+        write_report(out, "rank-sweep", markdown=markdown, plot=plot)
+        return
+    env = announce("benchmarks.accuracy.rank_sweep", argv)
+    doc = {"command": env["command"], "environment": env, "seeds": list(SEEDS), "datasets": {}}
     for dataset in args.datasets:
         data = load_dataset(dataset, Path(args.data_dir) / dataset).train
         runs = []
@@ -123,11 +129,7 @@ def main(argv=None) -> None:
                   + ", ".join(f"r{r} {v['test']:.4f}" for r, v in runs[-1]["ridge"].items()), flush=True)
         doc["datasets"][dataset] = {"n_items": data.n_items, "n_train_users": runs[0]["n_train_users"], "runs": runs,
                                     "summary": summarise(runs), "conv4rec": conv4rec_reference(dataset, out)}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "rank-sweep.json").write_text(json.dumps(doc, indent=2))
-    (out / "rank-sweep.md").write_text(markdown(doc))
-    plot(doc, out / "rank-sweep.png")
-    print(markdown(doc))
+    save(out, "rank-sweep", doc, markdown=markdown, plot=plot)
 
 
 if __name__ == "__main__":

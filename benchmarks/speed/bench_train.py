@@ -323,13 +323,13 @@ def _serve_variant(spec: BenchSpec, name: str, conn) -> None:
     try:
         variant = make_variant(name, Workload(spec))
         conn.send((True, None))
-    except Exception:
+    except Exception:  # noqa: BLE001 (any failure goes back to the parent, with its traceback)
         conn.send((False, traceback.format_exc()))
         return
     for method, args in iter(conn.recv, ("close", ())):
         try:
             conn.send((True, getattr(variant, method)(*args)))
-        except Exception:
+        except Exception:  # noqa: BLE001 (any failure goes back to the parent, with its traceback)
             conn.send((False, traceback.format_exc()))
 
 
@@ -354,7 +354,7 @@ def probe_memory(spec: BenchSpec, name: str) -> float | None:
     device allocation. None when the probe fails (its stderr is printed)."""
     cmd = [sys.executable, "-m", "benchmarks.speed.bench_train", "--probe", name, "--spec", json.dumps(dataclasses.asdict(spec))]
     with _started_under_allocator_setting(spec):
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPOSITORY_ROOT)
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPOSITORY_ROOT, check=False)
     if done.returncode != 0:
         print(f"memory probe of {name} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
         return None
@@ -481,7 +481,7 @@ def run_cell(spec: BenchSpec, *, memory: bool = True, log=print) -> dict:
 
     mc = work.config.model
     torch_device = "cuda" if spec.device == "gpu" else "cpu"
-    gemm = dict(m=spec.batch_rows, k=spec.hidden, n=work.matrix.n_cols * spec.decoder_channels, device=torch_device)
+    gemm = {"m": spec.batch_rows, "k": spec.hidden, "n": work.matrix.n_cols * spec.decoder_channels, "device": torch_device}
     rates = floors.measure_matmul_flops(**gemm)
     # On a GPU bf16 GEMMs run on faster units, so bf16 variants are priced at the bf16 rate.
     bf16_rates = floors.measure_matmul_flops(**gemm, dtype="bfloat16") if spec.device == "gpu" else None

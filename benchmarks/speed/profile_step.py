@@ -19,7 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.speed.bench_train import VARIANTS, BenchSpec, JaxVariant, Workload, set_up_process
+from benchmarks.speed.bench_train import (
+    VARIANTS,
+    BenchSpec,
+    JaxVariant,
+    Workload,
+    set_up_process,
+)
+
 
 def op_times(trace: dict, *, device: str) -> dict[tuple[str, str], float]:
     """Total duration (µs) per (thread, operation) on the device's threads (GPU streams and the

@@ -29,8 +29,8 @@ def markdown(records: list[dict]) -> str:
         load = r["load_average_1min"]
         timed = ("median of {e} epochs".format(e=spec["epochs"]) if not spec["max_steps"] else
                  f"projected from the median of {spec['epochs']} runs of {data['timed_steps_per_epoch']} steps")
-        lines += [f"## {spec['shape']}, batch {spec['batch_rows']}, d = {spec['hidden']}, "
-                  f"k = k' = {spec['conv_channels']}",
+        lines += [(f"## {spec['shape']}, batch {spec['batch_rows']}, d = {spec['hidden']}, "
+                  f"k = k' = {spec['conv_channels']}"),
                   "",
                   f"{data['rows_per_epoch']} users × {data['n_cols']} items × {data['n_channels']} channels, "
                   f"{data['interactions']} interactions, {data['steps_per_epoch']} steps/epoch; s/epoch is the {timed}. "
@@ -41,8 +41,8 @@ def markdown(records: list[dict]) -> str:
                   + (f" bf16 variants: floor {r['floor_bf16']['seconds']:.3f} s/epoch at the bf16 GEMM rate "
                      f"{max(r['rates']['matmul_flops_bf16'].values()) / 1e9:.1f} GFLOP/s." if "floor_bf16" in r else ""),
                   "",
-                  "| variant | warm-up s | s/epoch | × jax-fp32 time | × floor | users/s | interactions/s | "
-                  "final loss | Δloss | peak MiB | top-100 s | top-100 overlap |",
+                  ("| variant | warm-up s | s/epoch | × jax-fp32 time | × floor | users/s | interactions/s | "
+                  "final loss | Δloss | peak MiB | top-100 s | top-100 overlap |"),
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for name, v in r["variants"].items():
             memory = "n/a" if v.get("peak_memory_mib") is None else f"{v['peak_memory_mib']:.0f}"

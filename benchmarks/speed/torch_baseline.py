@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ class Architecture:
     decoder_activation: str = "identity"
 
     @classmethod
-    def of(cls, model_config, *, n_cols: int, n_channels: int) -> "Architecture":
+    def of(cls, model_config, *, n_cols: int, n_channels: int) -> Architecture:
         """From a convae_jax ModelConfig; refuses the options the baseline does not implement."""
         unsupported = [(len(model_config.hidden) != 1, "model.hidden must have one entry"),
                        (model_config.explicit_on != "all", "model.explicit_on must be 'all'"),
@@ -153,7 +153,7 @@ class FastConv4Rec(nn.Module):
     def _layout(self):
         a = self.arch
         n, d, k_out = a.n_cols, a.hidden, a.decoder_channels
-        same = lambda w: w  # noqa: E731
+        same = lambda w: w
         return [
             ("input_conv", self.input_conv, same, same),
             ("encoder_kernel", self.encoder_kernel, same, same),
@@ -211,10 +211,10 @@ class TorchBatch:
     offsets: torch.Tensor  # (B,) int64
 
     @classmethod
-    def of(cls, batch, device="cpu") -> "TorchBatch":
+    def of(cls, batch, device="cpu") -> TorchBatch:
         rows = batch.row_mask.shape[0]
         offsets = np.searchsorted(batch.segment, np.arange(rows), side="left")
-        to = lambda a, dt: torch.from_numpy(np.asarray(a)).to(device=device, dtype=dt)  # noqa: E731
+        to = lambda a, dt: torch.from_numpy(np.asarray(a)).to(device=device, dtype=dt)
         return cls(to(batch.row_mask, torch.float32), to(batch.segment, torch.int64), to(batch.col, torch.int64),
                    to(batch.channel, torch.int64), to(batch.count, torch.float32), to(offsets, torch.int64))
 
@@ -296,15 +296,15 @@ def make_train_step(model: nn.Module, *, config, precision: str = "fp32", compil
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
     mc, tc = config.model, config.train
-    options = dict(rating_weight=mc.rating_weight, l2=tc.l2, keep_prob=1.0 - mc.input_dropout)
+    options = {"rating_weight": mc.rating_weight, "l2": tc.l2, "keep_prob": 1.0 - mc.input_dropout}
     if isinstance(model, DenseConv4Rec):
         if precision != "fp32" or compile:
             raise ValueError("the dense flavour is the plain eager fp32 baseline")
-        loss_fn = lambda batch: dense_loss(model, batch, **options)  # noqa: E731
+        loss_fn = lambda batch: dense_loss(model, batch, **options)
         optimizer = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
     else:
         autocast_dtype = torch.bfloat16 if precision == "bf16" else None
-        loss_fn = lambda batch: fast_loss(model, batch, autocast_dtype=autocast_dtype, **options)  # noqa: E731
+        loss_fn = lambda batch: fast_loss(model, batch, autocast_dtype=autocast_dtype, **options)
         if compile:
             loss_fn = torch.compile(loss_fn, dynamic=False)
         optimizer = torch.optim.Adam(model.parameters(), lr=tc.learning_rate, fused=True)
