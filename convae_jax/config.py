@@ -23,9 +23,9 @@ SELECT_METRICS = ("rmse", "nll", "neg_ndcg@100")
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """SPEC §2–§3: architecture and loss of Conv4Rec."""
+    """Architecture and loss of Conv4Rec (docs/model.md, "The model" and "The loss")."""
 
-    orientation: str = "item"  # "item": rows are items, columns users (measured default, SPEC §3); "user": rows are users
+    orientation: str = "item"  # "item": rows are items, columns users (the measured default; docs/model.md, "Orientation"); "user": rows are users
     conv_channels: int = 8  # k: width of the input 1x1 convolution A (C -> k)
     hidden: tuple[int, ...] = (128,)  # encoder dense widths; hidden[0] is d, further entries are extra layers
     decoder_channels: int = 8  # k': width of the decoder before the output 1x1 convolution B (k' -> C)
@@ -38,7 +38,7 @@ class ModelConfig:
     logit_chunk: int = 8192  # columns per chunk of the log-sum-exp over the catalogue; memory O(batch·chunk·C)
     decoder_fold: str = "auto"  # one of DECODER_FOLDS: fold B into W_dec (needs ψ = identity); "auto" folds when B's outputs per column (C; 2 with the ordinal head) are <= k' (fewer FLOPs) and, for bf16 matmuls off CPU, at any C (more FLOPs, two fewer passes over the activations); "always" and "never" force it
     input_norm: str = "none"  # one of INPUT_NORMS: "l2" divides each row's input by the L2 norm of its full (pre-dropout) counts, as Mult-DAE/VAE do
-    rating_head: str = "categorical"  # one of RATING_HEADS: "categorical" (a free logit per channel, SPEC §2) or "ordinal" (cumulative logit over the ordered levels; see Conv4Rec.head)
+    rating_head: str = "categorical"  # one of RATING_HEADS: "categorical" (a free logit per channel, the paper's) or "ordinal" (cumulative logit over the ordered levels; see Conv4Rec.head)
     cutpoints: str = "shared"  # one of CUTPOINTS, the ordinal head's cut-points θ: "shared" by every column, or "per_column" (a rating scale of its own per column: per user under item rows)
     row_offsets: bool = False  # add h·V (V: d x C) to every column's logits: a row's rating offset from its code (see Conv4Rec.row_offset)
     matmul_precision: str = "default"  # one of MATMUL_PRECISIONS: "default" (backend's: exact fp32 on CPU, TF32 on Ampere+ GPUs), "float32", "tensorfloat32", "bfloat16" (bf16 operands, fp32 accumulation)
@@ -63,7 +63,7 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """Protocols of SPEC §5."""
+    """Evaluation protocols (docs/model.md, "Protocols") and fold-in of new users."""
 
     test_fraction: float = 0.1  # random hold-out of interactions for the explicit protocol
     split_seed: int = 0  # seed of the train/test split (kept apart from the training seed)

@@ -1,4 +1,4 @@
-"""Evaluation protocols of SPEC §5, shared by Conv4Rec and its peers.
+"""Evaluation protocols (docs/model.md, "Protocols"), shared by Conv4Rec and its peers.
 
 A model takes part through one or both of:
 - `rating_log_probs(users, items) -> (P, C)` (a rating distribution), or

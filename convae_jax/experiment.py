@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convae_jax.checkpoint import list_checkpoints
 from convae_jax.config import Config
 from convae_jax.data.interactions import Interactions
 from convae_jax.data.loaders import load_dataset
@@ -16,7 +17,6 @@ from convae_jax.data.synthetic import SyntheticTruth
 from convae_jax.errors import CheckpointError, ConvaeError
 from convae_jax.evaluate import explicit_protocol
 from convae_jax.explain import explain_scores
-from convae_jax.checkpoint import list_checkpoints
 from convae_jax.io import atomic_write, load_model, save_model
 from convae_jax.predict import FittedModel
 from convae_jax.rank import ranking_scores, seen_mask, top_k

@@ -14,7 +14,7 @@ from convae_jax.rank import consume_percentile, p_rating_at_least, seen_mask
 
 @dataclasses.dataclass(frozen=True)
 class ItemExplanation:
-    """One (user, item) pair as the model sees it (SPEC §4).
+    """One (user, item) pair as the model sees it (docs/model.md, "Predictions").
 
     consume_percentile: share (%) of the user's unseen items whose P(consume) is at most this
     item's (`rank.consume_percentile`; 100 = the user's likeliest pick); NaN for a seen item.
@@ -41,7 +41,8 @@ class ItemExplanation:
         if mode == "enjoy":
             return f"likely liked once consumed: {liking}"
         cut = f", below the {100 * gem_quantile:.0f}% cut" if gem_quantile < 1.0 else ""
-        return f"unlikely to be found alone (P(consume) = {self.p_consume:.3g}, {place}{cut}) but likely liked once shown: {liking}"
+        return (f"unlikely to be found alone (P(consume) = {self.p_consume:.3g}, {place}{cut}) "
+                f"but likely liked once shown: {liking}")
 
     def summary(self) -> dict:
         """The numbers as a flat, JSON-ready dict."""

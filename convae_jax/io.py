@@ -20,6 +20,7 @@ from convae_jax.data.interactions import Interactions
 from convae_jax.errors import ConvaeError, ModelFileError
 from convae_jax.model import build_model, init_params
 from convae_jax.predict import FittedModel
+from convae_jax.pytrees import leaf_name, named_leaves
 
 FORMAT = "convae-jax/model/1"
 FILES = ("config.json", "params.npz", "train.npz")
@@ -65,23 +66,9 @@ def load_model(directory) -> FittedModel:
 
 # --- helpers shared with convae_jax.checkpoint ---------------------------------------------------
 
-def leaf_name(path) -> str:
-    """A pytree path as `a/b/c` (dict keys, attribute names and sequence indices joined by `/`)."""
-    parts = []
-    for entry in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(entry, attr):
-                parts.append(str(getattr(entry, attr)))
-                break
-        else:
-            parts.append(str(entry))
-    return "/".join(parts)
-
-
 def flatten_tree(tree, *, prefix: str = "") -> dict[str, np.ndarray]:
     """The leaves of a pytree as host arrays named `prefix + leaf_name(path)`, ready for `np.savez`."""
-    return {prefix + leaf_name(path): np.asarray(leaf)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]}
+    return {prefix + name: np.asarray(leaf) for name, leaf in named_leaves(jax.device_get(tree)).items()}
 
 
 def restore_tree(template, flat: dict, *, source, prefix: str = "", error=ModelFileError):

@@ -1,4 +1,4 @@
-"""Predictions of a fitted Conv4Rec (SPEC §4): P(consume), P(rating | consumed), rankings, fold-in.
+"""Predictions of a fitted Conv4Rec (docs/model.md, "Predictions"): P(consume), P(rating | consumed), rankings, fold-in.
 
 Everything is computed per user batch: no dense users × items × channels array ever exists.
 
@@ -25,7 +25,8 @@ from convae_jax.config import Config
 from convae_jax.data.batches import RowMatrix, entry_budget, iterate_batches
 from convae_jax.data.interactions import Interactions
 from convae_jax.errors import ConvaeError
-from convae_jax.model import ACTIVATION_FNS, Conv4Rec, build_model
+from convae_jax.model import Conv4Rec, build_model
+
 
 class UserScores(NamedTuple):
     """Scores of a batch of users over the whole catalogue."""
@@ -176,7 +177,7 @@ class FoldedUsers:
             if model.orientation == "user":
                 log_c, log_r = model._kernels.user_row_scores(model.params, self.codes[idx])
             else:
-                columns = jax.tree_util.tree_map(lambda a: a[idx], self.columns)
+                columns = jax.tree_util.tree_map(lambda a, idx=idx: a[idx], self.columns)
                 log_c, log_r = model._kernels.item_row_scores(model.params, model.row_codes, model.row_log_z,
                                                               model.log_item_prior, columns)
             size = min(batch, n - start)
@@ -249,21 +250,14 @@ class _Kernels:
 
 
 def column_logits_for_users(module: Conv4Rec, params, item_codes, columns):
-    """Item-row logits L_i[u] (b, n_items, C) for user columns given by their own parameters:
-    columns = (decoder_kernel (b, k', d), decoder_bias (b, k'), output_bias (b, n_outputs)), and
-    with per-column cut-points their stored cut-points (b, C − 1)."""
-    kernel, bias, out_bias = columns[:3]
-    cutpoints = columns[3][:, None, :] if len(columns) > 3 else None
-    y = jnp.einsum("id,ukd->uik", item_codes, kernel) + bias[:, None, :]
-    row_offset = module.apply({"params": params}, item_codes, method=Conv4Rec.row_offset)  # (n_items, n_outputs)
-    raw = ACTIVATION_FNS[module.decoder_activation](y) @ params["output_conv"] + out_bias[:, None, :] + row_offset
-    return module.apply({"params": params}, raw, cutpoints, method=Conv4Rec.head)
+    """Item-row logits L_i[u] (b, n_items, C) of users given by their column parameters
+    (`Conv4Rec.logits_at_own_columns`)."""
+    return module.apply({"params": params}, item_codes, columns, method=Conv4Rec.logits_at_own_columns)
 
 
 def _column_params(module: Conv4Rec, params, cols):
     """The parameters that belong to columns `cols`: `column_logits_for_users`'s `columns`."""
-    names = ("decoder_kernel", "decoder_bias", "output_bias") + (("cutpoints",) if module.per_column_cutpoints else ())
-    return tuple(params[name][cols] for name in names)
+    return module.apply({"params": params}, cols, method=Conv4Rec.column_parameters)
 
 
 def encode_rows(kernels: _Kernels, params, matrix: RowMatrix, batch_rows: int) -> jnp.ndarray:
@@ -290,7 +284,8 @@ def fold_in_columns(model: FittedModel, history: Interactions, *, steps: int | N
     """
     params, module = model.params, model.module
     codes, log_z = model.row_codes, model.row_log_z
-    item_counts = jnp.asarray(np.bincount(model.train.item, weights=model.train.count, minlength=model.train.n_items), jnp.float32)
+    item_counts = np.bincount(model.train.item, weights=model.train.count, minlength=model.train.n_items)
+    item_counts = jnp.asarray(item_counts, jnp.float32)
     implicit_weight, rating_weight = model.config.model.implicit_weight, model.config.model.rating_weight
     l2 = model.config.train.l2
     mean_column = tuple(jnp.mean(p, axis=0) for p in _column_params(module, params, jnp.arange(model.matrix.n_cols)))
@@ -356,8 +351,8 @@ def _adam_per_user(model: FittedModel, objective, starts, history: Interactions,
         block = (history.user >= first) & (history.user < first + users_per_fit)
         np.add.at(dense, (history.user[block] - first, history.item[block], history.channel[block]), history.count[block])
         rows = np.minimum(np.arange(first, first + users_per_fit), history.n_users - 1)  # a whole block: one compilation
-        theta = fit_one(jax.tree_util.tree_map(lambda a: a[rows], starts), jnp.asarray(dense))
-        fitted.append(jax.tree_util.tree_map(lambda a: a[:size], theta))
+        theta = fit_one(jax.tree_util.tree_map(lambda a, rows=rows: a[rows], starts), jnp.asarray(dense))
+        fitted.append(jax.tree_util.tree_map(lambda a, size=size: a[:size], theta))
     return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *fitted)
 
 

@@ -1,4 +1,4 @@
-"""Rankings of SPEC §4 from per-user scores: `consume`, `enjoy` and `gems`, seen items excluded."""
+"""Rankings (docs/model.md, "Predictions") from per-user scores: `consume`, `enjoy` and `gems`, seen items excluded."""
 
 from __future__ import annotations
 

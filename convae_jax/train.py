@@ -26,6 +26,7 @@ from convae_jax.machine import reuse_freed_memory
 from convae_jax.metrics import rating_metrics
 from convae_jax.model import Conv4Rec, build_model, init_params, weight_names
 from convae_jax.predict import FittedModel
+from convae_jax.pytrees import named_leaves
 
 
 class TrainState(NamedTuple):
@@ -49,7 +50,7 @@ class TrainStep:
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
-    """Adam on the loss that already carries the L2 penalty (SPEC §3 prototype: L2 0.1, Adam 1e-3),
+    """Adam on the loss that already carries the L2 penalty (the paper's prototype: L2 0.1, Adam 1e-3),
     followed, with `train.weight_average`, by the moving average of the weights it produces."""
     adam = optax.adam(config.train.learning_rate)
     decay = config.train.weight_average
@@ -102,30 +103,20 @@ def make_loss_fn(*, model: Conv4Rec, config: Config, batch_rows: int):
                                     rating_weight=mc.rating_weight, n_rows=batch_rows,
                                     implicit_weight=mc.implicit_weight)
         data_loss = jnp.sum(per_row * batch.row_mask) / jnp.maximum(jnp.sum(batch.row_mask), 1.0)
-        flat = jax.tree_util.tree_flatten_with_path(params)[0]
-        penalty = sum(jnp.sum(w**2) for path, w in flat if "/".join(str(getattr(p, "key", p)) for p in path) in penalised)
+        penalty = sum(jnp.sum(w**2) for name, w in named_leaves(params).items() if name in penalised)
         return data_loss + config.train.l2 * penalty
 
     return loss_fn
 
 
 def make_train_step(*, model: Conv4Rec, tx: optax.GradientTransformation, config: Config, dropout_key) -> TrainStep:
-    """Builds the jitted step once. The optimiser state is donated, the parameters are not: XLA
-    copied donated weight arrays before the step, which cost more than fresh output buffers (CPU:
-    `convae bench`, ML-100K batch 128, 1.29 -> 1.16 s/epoch; H200, ML-20M shape: a 0.30 ms copy
-    of the encoder kernel in an 8.0 ms step once the forward embedding bag read it). JAX pairs each
-    output with the first unclaimed donated input of its shape, so the optimiser state comes
-    first among both inputs and outputs: with the parameters first, the new parameters took over
-    Adam's moment buffers, mu's took nu's, and XLA copied the moments it still had to read
-    (ML-100K, 2 CPU cores, interleaved in one process: batch 128 0.86 -> 0.79 s/epoch, batch 512
-    0.49 -> 0.47; ML-1M shape, batch 128, 10 steps 2.40 -> 2.20 s; same losses). The
-    dropout key of step t is fold_in(dropout_key, t), so no key crosses from the host. The
-    returned loss is NaN when the loss is non-finite or a gradient entry is unusable (NaN, inf,
-    or so large that its square overflows Adam's second moment), so the loop's divergence guard
-    can name the step. That test reads Adam's new second moments (`_usable`), not the gradients:
-    a reduction over the gradients made XLA write each one out before Adam read it (interleaved
-    in one process, 2 CPU cores, 8 steps: ML-1M shape batch 128 2.62 -> 2.29 s, 12 of 12
-    rounds faster; ML-100K batch 128 0.745 -> 0.701 s; same losses)."""
+    """Builds the jitted step once. The optimiser state is donated and comes first among inputs and
+    outputs, the parameters are not donated: JAX pairs each output with the first unclaimed donated
+    input of its shape, and other orders made XLA copy weights or Adam's moments every step
+    (docs/performance.md). The dropout key of step t is fold_in(dropout_key, t), so no key crosses
+    from the host. The returned loss is NaN when the loss is non-finite or a gradient entry is
+    unusable (NaN, inf, or so large that its square overflows Adam's second moment), so the loop's
+    divergence guard can name the step; that test reads Adam's new second moments (`_usable`)."""
     loss_fn = make_loss_fn(model=model, config=config, batch_rows=config.train.batch_rows)
     holder = TrainStep(fn=None)
 
@@ -153,13 +144,9 @@ def _usable(second_moments) -> jax.Array:
     """True iff the step's gradient was usable, read from Adam's new second moments
     ν' = β₂·ν + (1 − β₂)·g² (≥ 0, finite before the step): ν' is NaN or inf exactly where g is NaN,
     ±inf, or too large to square in float32 (|g| > ~1.8e19, which would freeze the weight).
-    Reading ν', which the step writes anyway, lets XLA compute each weight's gradient inside Adam's
-    fusions instead of writing it out for a check (figures in `make_train_step`). Off CPU the check
-    reads ν' after it is written (an optimisation barrier): on an H200 XLA fused the maximum into
-    Adam's update and split each kernel's update in two fusions, writing the gradient out between
-    them (four fusions of about 0.67 ms at the ML-20M shape; after the barrier, one of 1.05 ms per
-    kernel, gradient and L2 term included, and a 0.18 ms maximum). Alone at that shape: Adam on
-    both kernels 1.68 ms, 2.05 with the maximum fused in, 1.93 with it kept apart."""
+    Reading ν', which the step writes anyway, keeps each weight's gradient inside Adam's fusions
+    instead of written out for a check. Off CPU the check reads ν' after it is written (an
+    optimisation barrier), or XLA splits Adam's update in two (docs/performance.md)."""
     if jax.default_backend() != "cpu":
         second_moments = jax.lax.optimization_barrier(second_moments)
     return jnp.all(jnp.stack([jnp.isfinite(jnp.max(v)) for v in jax.tree_util.tree_leaves(second_moments)]))

@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from convae_jax.cli import main
 from convae_jax.config import Config

@@ -4,8 +4,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from convae_jax.data import (Interactions, RowMatrix, entry_budget, holdout_interactions, holdout_per_user, holdout_users,
-                             iterate_batches, load_dataset, load_movielens, load_ratings_table)
+from convae_jax.data import (
+    Interactions,
+    RowMatrix,
+    entry_budget,
+    holdout_interactions,
+    holdout_per_user,
+    holdout_users,
+    iterate_batches,
+    load_dataset,
+    load_movielens,
+    load_ratings_table,
+)
 from convae_jax.errors import DataError
 from tests.conftest import dataset_dir
 

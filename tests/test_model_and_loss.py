@@ -1,5 +1,6 @@
 """Model structure, sparse encoder against its dense definition, and the joint loss by hand."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,8 +91,8 @@ def test_l2_input_norm_divides_each_row_by_the_norm_of_its_full_counts(small_dat
 
     np.testing.assert_allclose(encode(module, count), encode(plain, normalised), rtol=1e-5, atol=1e-6)
     dropped = count * (np.arange(count.size) % 3 != 0)
-    np.testing.assert_allclose(encode(module, dropped, count), encode(plain, dropped * normalised / np.where(count > 0, count, 1)),
-                               rtol=1e-5, atol=1e-6)
+    dropped_normalised = dropped * normalised / np.where(count > 0, count, 1)
+    np.testing.assert_allclose(encode(module, dropped, count), encode(plain, dropped_normalised), rtol=1e-5, atol=1e-6)
     assert np.abs(np.asarray(encode(module, count)) - np.asarray(encode(plain, count))).max() > 1e-3
     with pytest.raises(ConfigError, match="input_norm"):
         config_lib.testing().override(["model.input_norm=l1"])
@@ -148,16 +149,17 @@ def test_chunked_logsumexp_matches_full(n_cols, chunk):
 def test_loss_stays_finite_for_extreme_logits():
     logits = jnp.array([[1e4, -1e4], [-1e4, 1e4]])
     log_z = jax.nn.logsumexp(logits[None], axis=(1, 2))
-    value, grad = jax.value_and_grad(lambda l: losses.row_losses(
-        l, log_z, jnp.array([0, 0]), jnp.array([1, 1]), jnp.ones(2), jnp.ones(2), rating_weight=1.0, n_rows=1).sum())(logits)
+    value, grad = jax.value_and_grad(lambda table: losses.row_losses(
+        table, log_z, jnp.array([0, 0]), jnp.array([1, 1]), jnp.ones(2), jnp.ones(2), rating_weight=1.0, n_rows=1).sum())(logits)
     assert np.isfinite(value) and np.all(np.isfinite(grad))
 
 
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "no-jit"])
 @pytest.mark.parametrize("head", [(), ("model.rating_head='ordinal'", "model.cutpoints='per_column'")],
                          ids=["categorical", "ordinal_per_column"])
-def test_item_row_scoring_of_columns_matches_the_module(head):
+def test_item_row_scoring_of_columns_matches_the_module(head, jit):
     """predict's per-user column logits (item rows, columns given by their own parameters) are the
-    module's logits, row offsets and each column's own cut-points included."""
+    module's logits, row offsets and each column's own cut-points included, jitted or not."""
     from convae_jax.predict import _column_params, column_logits_for_users
 
     cfg = config_lib.testing().override(["model.row_offsets=True", "model.hidden=(6,)", *head])
@@ -167,7 +169,10 @@ def test_item_row_scoring_of_columns_matches_the_module(head):
     codes = jax.random.normal(jax.random.key(4), (5, 6))  # 5 item rows
     cols = jnp.array([7, 2])
     want = module.apply({"params": params}, codes, None, method=Conv4Rec.column_logits)[:, cols]  # (5, 2, 3)
-    got = column_logits_for_users(module, params, codes, _column_params(module, params, cols))  # (2, 5, 3)
+    with chex.fake_jit(enable_patching=not jit):
+        score = jax.jit(lambda p, h, c: column_logits_for_users(module, p, h, _column_params(module, p, c)))
+        got = score(params, codes, cols)  # (2, 5, 3)
+    chex.assert_shape(got, (2, 5, 3))
     np.testing.assert_allclose(got, jnp.transpose(want, (1, 0, 2)), rtol=1e-5, atol=1e-6)
 
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -16,10 +17,11 @@ import pytest
 from convae_jax import config as config_lib
 from convae_jax.checkpoint import list_checkpoints, read_checkpoint
 from convae_jax.cli import main
-from convae_jax.errors import CheckpointError, TrainingDiverged
 from convae_jax.data.splits import holdout_interactions
+from convae_jax.errors import CheckpointError, TrainingDiverged
 from convae_jax.evaluate import explicit_protocol
 from convae_jax.experiment import resume_run
+from convae_jax.pytrees import named_leaves
 from convae_jax.train import fit
 
 # lr 5e-2 overfits the small data: validation RMSE is best at epoch 6 and patience 3 stops at 9.
@@ -32,14 +34,11 @@ class Interrupt(Exception):
 
 
 def leaves(params) -> dict:
-    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+    return {name: np.asarray(leaf) for name, leaf in named_leaves(params).items()}
 
 
 def assert_bitwise_equal(a, b):
-    a, b = leaves(a), leaves(b)
-    assert a.keys() == b.keys()
-    for name in a:
-        assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), name
+    chex.assert_trees_all_equal(jax.device_get(a), jax.device_get(b), strict=True)  # same structure, dtypes, bits
 
 
 def without_timing(history):

@@ -12,12 +12,19 @@ import numpy as np
 import pytest
 
 from convae_jax import config as config_lib
-from convae_jax import losses
+from convae_jax import losses, ops
+from convae_jax import model as model_lib
 from convae_jax.data.batches import RowMatrix, entry_budget, iterate_batches
 from convae_jax.errors import ConfigError
-from convae_jax import model as model_lib
-from convae_jax.model import (Conv4Rec, bag_sum, build_model, init_params, mix_middle, mix_middle_dm_batched,
-                              mix_middle_dm_fused, mix_middle_reduced, mix_middle_unrolled)
+from convae_jax.model import Conv4Rec, build_model, init_params
+from convae_jax.ops import (
+    bag_sum,
+    mix_middle,
+    mix_middle_dm_batched,
+    mix_middle_dm_fused,
+    mix_middle_reduced,
+    mix_middle_unrolled,
+)
 from convae_jax.train import TrainState, make_loss_fn, make_optimizer, make_train_step
 
 
@@ -39,7 +46,7 @@ def test_encoder_paths_agree(setup, monkeypatch):
     # A one-row batch of 3 entries takes the per-entry path (3·k <= n·C); the same entries padded
     # to 512 take a table path (512·k > n·C). Padding has count 0 and segment = n_rows.
     seg, col, ch, cnt = (np.asarray(a)[:3] for a in (np.zeros(3, np.int32), batch.col, batch.channel, batch.count))
-    assert 3 * model.conv_channels <= model.n_cols * model.n_channels < 512 * model.conv_channels
+    assert 3 * model.config.conv_channels <= model.n_cols * model.n_channels < 512 * model.config.conv_channels
     pad = lambda a, v: np.concatenate([a, np.full(509, v, a.dtype)])  # noqa: E731
     encode = lambda *a: model.apply({"params": params}, *a, 1, method=Conv4Rec.encode)  # noqa: E731
     whole = lambda: model.apply({"params": params}, batch.segment, batch.col, batch.channel, batch.count, rows,  # noqa: E731
@@ -48,7 +55,7 @@ def test_encoder_paths_agree(setup, monkeypatch):
     per_entry, dense, h_dense = encode(seg, col, ch, cnt), encode(pad(seg, 1), pad(col, 0), pad(ch, 0), pad(cnt, 0.0)), whole()
     monkeypatch.setattr(model_lib, "DENSE_INPUT_MAX_CELLS_PER_ENTRY", 0)  # every batch gathers table rows
     sparse, h_sparse = encode(pad(seg, 1), pad(col, 0), pad(ch, 0), pad(cnt, 0.0)), whole()
-    monkeypatch.setattr(model_lib, "ENTRY_CHUNK", 5)  # many chunks, the last one padded
+    monkeypatch.setattr(ops, "ENTRY_CHUNK", 5)  # many chunks, the last one padded
     h_small_chunks = whole()
     np.testing.assert_allclose(dense, per_entry, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(sparse, per_entry, rtol=1e-5, atol=1e-6)
@@ -136,7 +143,7 @@ def test_mix_middle_forms_agree():
 def test_bag_sum_equals_gather_and_segment_sum(monkeypatch, chunk):
     """The chunked embedding bag against the plain gather and segment sum, values and gradients
     (table and weights), with dropped entries (segment == n_rows) and a padded last chunk."""
-    monkeypatch.setattr(model_lib, "ENTRY_CHUNK", chunk)
+    monkeypatch.setattr(ops, "ENTRY_CHUNK", chunk)
     rng = np.random.default_rng(0)
     table = jnp.asarray(rng.normal(size=(40, 6)), jnp.float32)
     index, segment = rng.integers(0, 40, 150), np.sort(rng.integers(0, 10, 150))  # 9: dropped

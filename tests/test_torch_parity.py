@@ -4,6 +4,7 @@ the same weights give the same logits, loss and gradients, and 20 Adam steps on 
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,10 +118,9 @@ def test_same_parameters_after_20_adam_steps(relu_setup, flavour):
     # Adam divides by sqrt(v), which amplifies rounding where a gradient is near zero; an Adam step
     # moves a weight by at most about lr, so the absolute floor is 1e-4 of the 20 steps' reach.
     atol = 1e-4 * 20 * config.train.learning_rate
-    moved = 0.0
-    for name, value in state.params.items():
-        np.testing.assert_allclose(got[name], np.asarray(value), rtol=1e-4, atol=atol, err_msg=name)
-        moved = max(moved, float(np.abs(np.asarray(value) - np.asarray(params[name])).max()))
+    chex.assert_trees_all_close({name: got[name] for name in state.params}, jax.device_get(state.params),
+                                rtol=1e-4, atol=atol)
+    moved = max(float(np.abs(np.asarray(value) - np.asarray(params[name])).max()) for name, value in state.params.items())
     assert moved > 10 * config.train.learning_rate  # the 20 steps really moved the weights
 
 

@@ -16,8 +16,17 @@ from convae_jax.io import load_model, save_model
 from convae_jax.model import build_model, init_params
 from convae_jax.predict import FittedModel
 from convae_jax.rank import ranking_scores, seen_mask
-from convae_jax.train import (EncoderCollapsed, TrainState, _usable, evaluated_weights, fit, make_loss_fn, make_optimizer,
-                              make_train_step, warn_if_encoder_collapsed)
+from convae_jax.train import (
+    EncoderCollapsed,
+    TrainState,
+    _usable,
+    evaluated_weights,
+    fit,
+    make_loss_fn,
+    make_optimizer,
+    make_train_step,
+    warn_if_encoder_collapsed,
+)
 
 
 def quick_config(orientation="item", **train):

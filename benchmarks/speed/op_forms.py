@@ -2,11 +2,11 @@
 so that a short GPU lease can pick between them without rebuilding the step for each:
 
 - `dm`: the 1x1 convolutions' weight gradient, dm[c, k] = Σ_n Σ_d g[n, c, d] · w[n, k, d]
-  (`model.mix_middle`'s backward pass for A and for B), a reduction of two catalogue-sized
+  (`ops.mix_middle`'s backward pass for A and for B), a reduction of two catalogue-sized
   arrays to C·k numbers;
-- `mix`: `model.mix_middle` itself, the table A·W_enc, W_dec·B folded and their backward passes;
+- `mix`: `ops.mix_middle` itself, the table A·W_enc, W_dec·B folded and their backward passes;
 - `bias`: the output bias' gradient, the sum of the logits' gradient over the batch's rows
-  (`model.add_to_every_row`'s backward pass);
+  (`ops.add_to_every_row`'s backward pass);
 - `adam`: one Adam update of the two catalogue-sized kernels, the step's memory floor, alone and
   with the step's divergence check (the maximum of the new second moments) fused in or kept apart.
 
@@ -31,7 +31,7 @@ def dm_forms() -> dict:
     import jax
     import jax.numpy as jnp
 
-    from convae_jax.model import mix_middle_dm_batched, mix_middle_dm_fused
+    from convae_jax.ops import mix_middle_dm_batched, mix_middle_dm_fused
 
     def two_stage(g, w):
         per_column = jnp.sum(g[:, :, None, :] * w[:, None, :, :], axis=3)
@@ -54,7 +54,7 @@ def dm_forms() -> dict:
 
 
 def mix_forms() -> dict:
-    from convae_jax.model import mix_middle_reduced, mix_middle_unrolled
+    from convae_jax.ops import mix_middle_reduced, mix_middle_unrolled
 
     return {"unrolled (CPU default)": mix_middle_unrolled, "reduced (GPU default)": mix_middle_reduced}
 

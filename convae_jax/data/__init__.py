@@ -5,3 +5,7 @@ from convae_jax.data.interactions import Interactions
 from convae_jax.data.loaders import DATASETS, Dataset, load_coat, load_dataset, load_douban, load_movielens, load_ratings_table
 from convae_jax.data.splits import UserSplit, holdout_interactions, holdout_per_user, holdout_users
 from convae_jax.data.synthetic import SyntheticTruth
+
+__all__ = ["DATASETS", "Dataset", "Interactions", "RowBatch", "RowMatrix", "SyntheticTruth", "UserSplit", "entry_budget",
+           "holdout_interactions", "holdout_per_user", "holdout_users", "iterate_batches", "load_coat", "load_dataset",
+           "load_douban", "load_movielens", "load_ratings_table"]

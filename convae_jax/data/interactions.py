@@ -11,7 +11,7 @@ from convae_jax.errors import DataError
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Interactions:
-    """Observed interactions `(u, i, c)` with multiplicity, SPEC §1.
+    """Observed interactions `(u, i, c)` with multiplicity (docs/model.md, "Data").
 
     Indices are dense (`0..n_users-1`, `0..n_items-1`, `0..n_channels-1`); `user_ids` and
     `item_ids` map them back to the raw ids of the source file. Channel `c` means "rated

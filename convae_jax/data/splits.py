@@ -1,4 +1,5 @@
-"""Seeded splits of SPEC §5: random hold-out of interactions; hold-out of whole users with fold-in."""
+"""Seeded splits of the protocols (docs/model.md, "Protocols"): random hold-out of interactions;
+hold-out of whole users with fold-in."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A seeded synthetic world with a known truth (SPEC §6): the built-in default dataset and the
+"""A seeded synthetic world with a known truth (docs/model.md, "Synthetic truth"): the built-in default dataset and the
 ground truth of the theory checks.
 
 Truth: user marginal `P(u)`; per user a low-rank distribution over items

@@ -2,3 +2,5 @@
 
 from convae_jax.peers.biases import UserItemBiases
 from convae_jax.peers.popularity import Popularity
+
+__all__ = ["Popularity", "UserItemBiases"]
