@@ -72,7 +72,7 @@ class EvalConfig:
     eval_rows: int = 256  # users per batch when scoring the whole catalogue
     # Item rows' fold-in of a new user (`predict.fold_in_columns`): Adam steps and step size from the
     # mean training column. Fewer, smaller steps keep the new column nearer that mean, the fold-in's
-    # only prior: the comparison's item rows use 50 steps of 0.005 (`compare.ITEM_ROWS_FOLD_IN`).
+    # only prior: the comparison's item rows use 50 steps of 0.005 (`benchmarks/accuracy/grids.py`).
     fold_in_steps: int = 150
     fold_in_learning_rate: float = 0.05
     # User rows' fold-in: 0 scores a new user from the encoder's code h0 as it is; ρ > 0 then refines

@@ -12,11 +12,11 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the torch extra is not installed (pip install -e '.[torch]')")
 
-from benchmarks.speed import torch_baseline as tb
-from convae_jax import config as config_lib
-from convae_jax.data.batches import RowMatrix, entry_budget, iterate_batches
-from convae_jax.model import build_model, init_params
-from convae_jax.train import TrainState, make_loss_fn, make_optimizer, make_train_step
+from benchmarks.speed import torch_baseline as tb  # noqa: E402
+from convae_jax import config as config_lib  # noqa: E402
+from convae_jax.data.batches import RowMatrix, entry_budget, iterate_batches  # noqa: E402
+from convae_jax.model import build_model, init_params  # noqa: E402
+from convae_jax.train import TrainState, make_loss_fn, make_optimizer, make_train_step  # noqa: E402
 
 # Gradients and logits are sums of a few hundred float32 products accumulated in different orders,
 # so each element agrees to rtol 1e-5 up to an absolute floor of 1e-6 of the array's largest entry.

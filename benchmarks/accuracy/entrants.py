@@ -304,7 +304,8 @@ def implicit_entrants(*, quick: bool) -> list[Entrant]:
     entrants = [
         Entrant("item-mean", grid(grids.ITEM_MEAN_GRID), _new_user_rating_floor(_fit_item_mean), "ours"),
         Entrant("user+item-biases", grid(grids.BIASES_GRID), _new_user_rating_floor(_fit_biases), "ours"),
-        Entrant("popularity", ({},), ranking_run(lambda s, p, seed: (PopularityFoldIn(Popularity.fit(s.clicks.train)), None)), "ours"),
+        Entrant("popularity", ({},),
+                ranking_run(lambda s, p, seed: (PopularityFoldIn(Popularity.fit(s.clicks.train)), None)), "ours"),
         Entrant("EASE", ease_grid, ranking_run(lambda s, p, seed: (fit_ease(s, p, seed), None)), "ours"),
         Entrant("Mult-DAE", grid([{"l2": l2, **mult} for l2 in grids.MULT_DAE_L2_GRID]), ranking_run(fit_mult("dae")), "ours"),
         Entrant("Mult-VAE", grid([{"anneal_cap": cap, "total_anneal_steps": 2000, **mult} for cap in grids.MULT_VAE_CAP_GRID]),

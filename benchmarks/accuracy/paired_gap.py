@@ -138,8 +138,8 @@ def markdown(doc: dict) -> str:
              f"Conv4Rec is `{CONV4REC}`. Δ = Conv4Rec − peer per test user; the mean over a run's seeds of each "
              f"seed's mean Δ, with a 95% bootstrap interval ({BOOTSTRAP_DRAWS} draws of each seed's users: it covers which "
              "users were drawn, not the training's own randomness, which a retraining can show). "
-             + (f"Quick mode: the quick grids' first points on {QUICK_USERS} + {QUICK_USERS} held-out users. " if doc["quick"] else
-                "Each model was retrained at the comparison's selected point. ")
+             + (f"Quick mode: the quick grids' first points on {QUICK_USERS} + {QUICK_USERS} held-out users. "
+                if doc["quick"] else "Each model was retrained at the comparison's selected point. ")
              + "Machine and command of each dataset's run: "
              + "; ".join(f"{dataset}: {record_line(entry['environment'])}, `{entry['environment']['command']}`"
                          for dataset, entry in doc["datasets"].items()) + ".", "",
@@ -170,7 +170,7 @@ def plot(doc: dict, path: Path) -> None:
     rows = [(f"{dataset} vs {peer} ({len(entry['seeds'])} seeds)", gap)
             for dataset, entry in doc["datasets"].items() for peer, gap in entry["gaps"].items()]
     fig, ax = plt.subplots(figsize=(6.5, 0.5 * len(rows) + 1.2))
-    for y, (label, gap) in enumerate(rows):
+    for y, (_, gap) in enumerate(rows):
         ax.errorbar([gap["mean"]], [y], xerr=[[gap["mean"] - gap["low"]], [gap["high"] - gap["mean"]]], fmt="o",
                     color="tab:blue", capsize=3)
     ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)

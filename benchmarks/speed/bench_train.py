@@ -1,16 +1,17 @@
 """Side-by-side training and inference benchmark: convae_jax against the PyTorch baseline.
 
 Every variant trains the same model (user rows, one hidden layer, the config's loss, dropout and
-Adam) from the same initial weights on the same pre-packed batches, staged on the device before
-the clock starts. Per variant: warm-up (first step, compilation included) timed apart; then
-epochs, interleaved across variants (round robin, start rotated each round) so that load on a
-shared machine hits all of them alike, on a CPU each variant in its own process (`RemoteVariant`);
-the median epoch, users/s and interactions/s; the final epoch's mean loss against jax-fp32's (so a fast wrong run cannot win); peak memory from a
-separate probe process per variant; and inference, the top-K unseen items of up to 10,000 users
-with jax-fp32's trained weights loaded into every variant, checked by overlap with jax-fp32's
-lists. With `max_steps`, an "epoch" is the first `max_steps` batches and s/epoch is projected
-as the median of those runs × steps per epoch / max_steps (flagged `projected`). Without
-`interleave`, variants run one after another, to keep one model in memory at a time.
+Adam) from the same initial weights on the same pre-packed batches, staged on the device before the
+clock starts. Per variant: warm-up (first step, compilation included) timed apart; then epochs,
+interleaved across variants (round robin, start rotated each round) so that load on a shared machine
+hits all of them alike, on a CPU each variant in its own process (`RemoteVariant`); the median
+epoch, users/s and interactions/s; the final epoch's mean loss against jax-fp32's (so a fast wrong
+run cannot win); peak memory from a separate probe process per variant; and inference, the top-K
+unseen items of up to 10,000 users with jax-fp32's trained weights loaded into every variant,
+checked by overlap with jax-fp32's lists. With `max_steps`, an "epoch" is the first `max_steps`
+batches and s/epoch is projected as the median of those runs × steps per epoch / max_steps (flagged
+`projected`). Without `interleave`, variants run one after another, to keep one model in memory at a
+time.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ VARIANTS = {
 VARIANT_SETS = {
     "cpu": ("jax-fp32", "torch-dense", "torch-fast", "torch-fast-compiled"),
     "precision": ("jax-fp32", "jax-tf32", "jax-bf16", "torch-fast", "torch-fast-bf16"),
-    "gpu": ("jax-fp32", "jax-tf32", "jax-bf16", "jax-bf16-unfolded", "torch-dense", "torch-fast", "torch-fast-tf32", "torch-fast-bf16",
-            "torch-fast-compiled", "torch-fast-bf16-compiled"),
+    "gpu": ("jax-fp32", "jax-tf32", "jax-bf16", "jax-bf16-unfolded", "torch-dense", "torch-fast", "torch-fast-tf32",
+            "torch-fast-bf16", "torch-fast-compiled", "torch-fast-bf16-compiled"),
 }
 REFERENCE = "jax-fp32"
 CPU_ALLOCATOR = ("glibc malloc keeping freed memory (convae_jax.machine.ALLOCATOR_ENVIRONMENT, from each process's start) "
@@ -559,7 +560,8 @@ def run_benchmarks(*, shapes, batch_rows, variants, epochs: int = 5, max_steps: 
     for shape in shapes:
         for rows in batch_rows:
             spec = BenchSpec(shape=shape, batch_rows=rows, variants=names, epochs=epochs, max_steps=max_steps,
-                             hidden=hidden, infer_users=infer_users, interleave=interleave, device=device, seed=seed, data_dir=None if data_dir is None else str(data_dir))
+                             hidden=hidden, infer_users=infer_users, interleave=interleave, device=device, seed=seed,
+                             data_dir=None if data_dir is None else str(data_dir))
             record = run_cell(spec, memory=memory)
             path = out / f"{device}-{shape}-b{rows}.json"
             path.write_text(json.dumps(record, indent=2))
