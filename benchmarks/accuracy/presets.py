@@ -1,6 +1,5 @@
 """Conv4Rec's named presets of the comparison: the configs its grids start from, each a function
-returning a `Config` (their validation histories: docs/results.md, "Conv4Rec on ratings: the
-validation sweep behind the explicit grid")."""
+returning a `Config` (the validation scores that chose each: docs/results.md, "Presets' selection histories")."""
 
 from __future__ import annotations
 
