@@ -82,33 +82,6 @@ def _cmd_theory(args) -> int:
     return 0
 
 
-def _cmd_compare(args) -> int:
-    from convae_jax.compare import RESULTS_DIR, compare, write_report
-
-    if args.report_only:
-        write_report(args.dataset, args.out or RESULTS_DIR)
-        print(f"results: {(args.out or RESULTS_DIR) / args.dataset}.md, .png")
-        return 0
-    data_dir = args.data_dir or Path("..") / "shared" / "data" / args.dataset
-    models = tuple(args.models.split(",")) if args.models else None
-    tasks = tuple(args.tasks.split(",")) if args.tasks else None
-    compare(args.dataset, data_dir, quick=args.quick, out_dir=args.out or RESULTS_DIR, models=models, tasks=tasks)
-    print(f"results: {(args.out or RESULTS_DIR) / args.dataset}.json, .md, .png")
-    return 0
-
-
-def _cmd_bench(args) -> int:
-    from benchmarks.bench_train import run_benchmarks  # benchmarks import torch; convae_jax never does
-
-    run_benchmarks(shapes=args.shapes, batch_rows=args.batch_rows, variants=args.variants, epochs=args.epochs,
-                   max_steps=args.max_steps, hidden=args.hidden, infer_users=args.infer_users,
-                   interleave=not args.sequential, device=args.device,
-                   data_dir=args.data_dir,
-                   out=args.out, memory=not args.no_memory)
-    print(f"results: {args.out}/{args.device}-*.json, {args.device}.md, {args.device}.png")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,33 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
     theory.add_argument("--quick", action="store_true", help="the small preset (minutes); default: the full preset")
     theory.add_argument("--out", type=Path, help="results folder (default: theory/results/<preset>)")
     theory.set_defaults(run=_cmd_theory)
-
-    compare = sub.add_parser("compare", help="Conv4Rec against its peers on one real dataset, same splits and metrics")
-    compare.add_argument("--dataset", required=True, choices=("ml-100k", "ml-latest-small", "douban", "coat"))
-    compare.add_argument("--data-dir", type=Path, help="the dataset's folder (default: ../shared/data/<dataset>)")
-    compare.add_argument("--quick", action="store_true", help="one seed, one grid point, a few epochs (for tests)")
-    compare.add_argument("--out", type=Path, help="results folder (default: benchmarks/results/accuracy)")
-    compare.add_argument("--models", help="comma-separated model names to (re)run, merged into the existing JSON")
-    compare.add_argument("--tasks", help="comma-separated tasks to (re)run, e.g. explicit/u1,implicit/strong-generalization")
-    compare.add_argument("--report-only", action="store_true", help="only rewrite the .md and .png from the JSON")
-    compare.set_defaults(run=_cmd_compare)
-
-    bench = sub.add_parser("bench", help="JAX against the PyTorch baseline, side by side: s/epoch, memory, top-100")
-    bench.add_argument("--shapes", nargs="+", default=["ml-100k", "ml-1m-shape"],
-                       help="ml-100k, ml-1m-shape, ml-20m-shape (default: ml-100k ml-1m-shape)")
-    bench.add_argument("--batch-rows", nargs="+", type=int, default=[128, 512], help="users per step (default: 128 512)")
-    bench.add_argument("--variants", nargs="+", default=["cpu"],
-                       help="variant names or sets: cpu, precision, gpu (see benchmarks/README.md)")
-    bench.add_argument("--epochs", type=int, default=5, help="timed epochs per variant; the median is reported")
-    bench.add_argument("--max-steps", type=int, help="time only this many steps per epoch (s/epoch projected)")
-    bench.add_argument("--hidden", type=int, default=600, help="d (default 600)")
-    bench.add_argument("--infer-users", type=int, default=10_000, help="users whose top-100 is timed (default 10000)")
-    bench.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    bench.add_argument("--data-dir", type=Path, default=Path("..") / "shared" / "data", help="folder holding ml-100k/")
-    bench.add_argument("--out", type=Path, default=Path("benchmarks") / "results")
-    bench.add_argument("--no-memory", action="store_true", help="skip the per-variant peak-memory probes")
-    bench.add_argument("--sequential", action="store_true", help="one variant at a time, not interleaved (big shapes)")
-    bench.set_defaults(run=_cmd_bench)
     return parser
 
 

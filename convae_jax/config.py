@@ -72,7 +72,7 @@ class EvalConfig:
     eval_rows: int = 256  # users per batch when scoring the whole catalogue
     # Item rows' fold-in of a new user (`predict.fold_in_columns`): Adam steps and step size from the
     # mean training column. Fewer, smaller steps keep the new column nearer that mean, the fold-in's
-    # only prior: the comparison's item rows use 50 steps of 0.005 (`compare.ITEM_ROWS_FOLD_IN`).
+    # only prior: the comparison's item rows use 50 steps of 0.005 (`benchmarks/accuracy/grids.py`).
     fold_in_steps: int = 150
     fold_in_learning_rate: float = 0.05
     # User rows' fold-in: 0 scores a new user from the encoder's code h0 as it is; ρ > 0 then refines
@@ -209,34 +209,3 @@ def testing() -> Config:
         train=TrainConfig(learning_rate=1e-2, l2=1e-3, batch_rows=32, max_epochs=5, patience=5, progress=False),
         eval=EvalConfig(eval_rows=64),
     ).validate()
-
-
-def ratings_fast() -> Config:
-    """The default model trained with batches of 32 rows and a 40-epoch cap (patience 5): the
-    comparison's budgeted Conv4Rec (docs/results.md). On ML-100K u1 (seed 0, 5% validation) the
-    default's batches of 128 reach validation RMSE 0.909 at epoch 52; batches of 32 at epoch 24."""
-    return default().override(["train.batch_rows=32", "train.max_epochs=40", "train.patience=5"])
-
-
-def clicks_fast() -> Config:
-    """`ratings_fast` for a single click channel: no rating validation exists, so no early
-    stopping (validation_fraction 0) and a fixed 30 epochs."""
-    return ratings_fast().override(["train.max_epochs=30", "train.validation_fraction=0.0"])
-
-
-def ratings_dropout() -> Config:
-    """`ratings_fast` with a lighter L2 (0.05) and heavier input dropout (0.7): one of the three
-    points of the comparison's Conv4Rec rating grid (docs/results.md). Chosen on ML-100K u1
-    validation data (seed 0, 5% of the training pairs): RMSE 0.8987 at epoch 16, against 0.9019
-    for `ratings_fast`; either change alone gave 0.9008 (L2 0.05) or 0.9086 (dropout 0.8)."""
-    return ratings_fast().override(["train.l2=0.05", "model.input_dropout=0.7"])
-
-
-def ratings_narrow() -> Config:
-    """`ratings_fast` with d = 32 and λ = 3 (L2 0.1 kept): one of the three points of the
-    comparison's Conv4Rec rating grid (docs/results.md), for sets whose ratings are mostly
-    per-item offsets. Chosen on Douban validation data (seed 0, 5% of the training pairs): RMSE
-    0.7555 at epoch 14, against 0.8008 for `ratings_fast`, 0.7646 with L2 0.03 and 0.8457 with
-    L2 0.3. Adam ignores the loss scale, so λ = 3 with L2 0.1 is the implicit term at a third of
-    its weight with L2 0.033 relative to the rating term."""
-    return ratings_fast().override(["model.hidden=(32,)", "model.rating_weight=3.0"])

@@ -6,14 +6,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import dataset_dir
 
-from benchmarks import paired_gap
-from benchmarks.loss_control import LOSSES, _batch_loss
-from convae_jax import compare
+from benchmarks.accuracy import paired_gap
+from benchmarks.accuracy.entrants import implicit_entrants
+from benchmarks.accuracy.loss_control import LOSSES, _batch_loss
+from benchmarks.accuracy.splits import task_split
 from convae_jax.errors import ConvaeError
 from convae_jax.peers.ease import EASE
 from convae_jax.rank import seen_mask
-from conftest import dataset_dir
 
 
 def _clicks(data):
@@ -73,8 +74,8 @@ def test_paired_gap_quick_run_scores_as_the_comparison_does():
     on both sides)."""
     data_dir = dataset_dir("ml-100k").parent
     entry = paired_gap.run_dataset("ml-100k", data_dir, data_dir, quick=True, seeds=[1], log=lambda _: None)
-    split = compare._task_split("ml-100k", None, data_dir / "ml-100k", seed=1, quick=True)
-    ease = next(e for e in compare.implicit_entrants(quick=True) if e.name == "EASE")
+    split = task_split("ml-100k", None, data_dir / "ml-100k", seed=1, quick=True)
+    ease = next(e for e in implicit_entrants(quick=True) if e.name == "EASE")
     _, ease_test = ease.run(split, ease.grid[0], 1)
     assert entry["seeds"] == [1] and all(runs[0]["seed"] == 1 for runs in entry["reruns"].values())
     reruns = {name: runs[0]["ndcg@100"] for name, runs in entry["reruns"].items()}

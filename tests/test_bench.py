@@ -7,11 +7,16 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-
-from benchmarks import floors, profile_step
-from benchmarks.bench_train import BenchSpec, RemoteVariant, Workload, make_variant
-from benchmarks.shapes import Shape, shaped_synthetic
 from conftest import dataset_dir
+
+from benchmarks.speed import floors, profile_step
+from benchmarks.speed.bench_train import (
+    BenchSpec,
+    RemoteVariant,
+    Workload,
+    make_variant,
+)
+from benchmarks.speed.shapes import Shape, shaped_synthetic
 from convae_jax import config as config_lib
 from convae_jax.model import build_model, init_params
 
@@ -109,13 +114,13 @@ def test_step_profile_names_gpu_fusion_kernels_by_their_instruction():
     """A GPU module writes other metadata between op_name and stack_frame_id, and a fusion's kernel
     `loop_add_fusion_3` is the instruction `loop_add_fusion.3`; kernels whose events name
     instructions keep those."""
-    text = "\n".join([
+    text = "\n".join([  # noqa: FLY002 (the HLO text, one line an element)
         "HloModule jit_step", "",
-        '  %loop_add_fusion.3 = f32[8]{0} fusion(%p), kind=kLoop, calls=%fused_add, metadata={op_name="jit(step)/'
+        ('  %loop_add_fusion.3 = f32[8]{0} fusion(%p), kind=kLoop, calls=%fused_add, metadata={op_name="jit(step)/'
         'transpose(jvp(Conv4Rec.encode))/add" deduplicated_name="loop_add_fusion.2" scheduling_name="loop_add_fusion.3" '
-        'stack_frame_id=1}, backend_config={"operation_queue_id":"0"}',
-        '  %custom-call.1 = (f32[8]{0}, s8[4]{0}) custom-call(%a, %b), custom_call_target="__cublas$lt$matmul", '
-        'metadata={op_name="jit(step)/bd,xd->bx/dot_general" scheduling_name="custom-call.1" stack_frame_id=1}', "",
+        'stack_frame_id=1}, backend_config={"operation_queue_id":"0"}'),
+        ('  %custom-call.1 = (f32[8]{0}, s8[4]{0}) custom-call(%a, %b), custom_call_target="__cublas$lt$matmul", '
+        'metadata={op_name="jit(step)/bd,xd->bx/dot_general" scheduling_name="custom-call.1" stack_frame_id=1}'), "",
         "FileNames", '1 "model.py"', "", "FunctionNames", '1 "Conv4Rec.encode"', "",
         "FileLocations", "1 {file_name_id=1 function_name_id=1 line=42 end_line=42 column=4 end_column=9}", "",
         "StackFrames", "1 {file_location_id=1 parent_frame_id=1}", ""])
@@ -128,10 +133,10 @@ def test_step_profile_names_gpu_fusion_kernels_by_their_instruction():
 
 
 def test_op_forms_compute_the_same_numbers():
-    """Every alternative form that `benchmarks.op_forms` times computes its group's first form."""
+    """Every alternative form that `benchmarks.speed.op_forms` times computes its group's first form."""
     import jax
 
-    from benchmarks import op_forms
+    from benchmarks.speed import op_forms
 
     keys = jax.random.split(jax.random.key(0), 4)
     g, w = jax.random.normal(keys[0], (40, 5, 24)), jax.random.normal(keys[1], (40, 8, 24))

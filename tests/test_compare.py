@@ -1,14 +1,25 @@
-"""The comparison harness: splits, selection bookkeeping, tables, and the CLI end to end."""
+"""The comparison (benchmarks/accuracy): splits, grids, selection bookkeeping, tables, and the
+command line end to end."""
 
 import json
+import shlex
 
 import jax
 import numpy as np
 import pytest
-
 from conftest import dataset_dir
-from convae_jax import cli, compare
-from convae_jax.compare import CLICK_THRESHOLD, MIN_USER_CLICKS, markdown_tables, ml100k_u1, strong_split, summarise
+
+from benchmarks.accuracy import __main__ as accuracy_cli
+from benchmarks.accuracy import entrants, grids, presets
+from benchmarks.accuracy.report import RATING_METRICS, markdown_tables
+from benchmarks.accuracy.run import compare, summarise
+from benchmarks.accuracy.splits import (
+    CLICK_THRESHOLD,
+    MIN_USER_CLICKS,
+    ml100k_u1,
+    strong_split,
+    task_split,
+)
 from convae_jax.data import Interactions, load_dataset
 from convae_jax.errors import ConvaeError
 
@@ -66,10 +77,11 @@ def test_strong_split_targets_are_clicks_and_conv4rec_never_sees_them(small_data
 
 def test_every_conv4rec_grid_point_builds_a_valid_config():
     """A misspelt preset or override would only fail hours into a real comparison."""
-    grids = [compare.CONV4REC_EXPLICIT_GRID, compare.CONV4REC_RATINGS_GRID, compare.CONV4REC_USER_ROWS_GRID,
-             compare.CONV4REC_USER_ROWS_MAP_GRID, compare.CONV4REC_CLICKS_GRID, compare.CONV4REC_USER_ROWS_CLICKS_GRID, compare.CONV4REC_ORDINAL_GRID]
-    for grid in grids:
-        configs = [compare.conv4rec_config(p["preset"], p.get("overrides", ()), seed=2) for p in grid]
+    all_grids = [grids.CONV4REC_EXPLICIT_GRID, grids.CONV4REC_RATINGS_GRID, grids.CONV4REC_USER_ROWS_GRID,
+                 grids.CONV4REC_USER_ROWS_MAP_GRID, grids.CONV4REC_CLICKS_GRID, grids.CONV4REC_USER_ROWS_CLICKS_GRID,
+                 grids.CONV4REC_ORDINAL_GRID]
+    for grid in all_grids:
+        configs = [presets.conv4rec_config(p["preset"], p.get("overrides", ()), seed=2) for p in grid]
         assert all(c.train.seed == 2 and not c.train.progress for c in configs)
         assert len({c.to_json() for c in configs}) == len(configs)  # no two points are the same model
 
@@ -77,30 +89,30 @@ def test_every_conv4rec_grid_point_builds_a_valid_config():
 def test_implicit_conv4rec_grids_start_at_the_point_reported_alone_before():
     """The first point is the preset itself: its input dropout is the preset's own, so the earlier
     one-point tables stay the first point's figures."""
-    for grid in (compare.CONV4REC_RATINGS_GRID, compare.CONV4REC_USER_ROWS_GRID, compare.CONV4REC_CLICKS_GRID):
+    for grid in (grids.CONV4REC_RATINGS_GRID, grids.CONV4REC_USER_ROWS_GRID, grids.CONV4REC_CLICKS_GRID):
         first = grid[0]
         without_dropout = tuple(o for o in first["overrides"] if not o.startswith("model.input_dropout="))
-        as_before = compare.conv4rec_config(first["preset"], without_dropout, seed=0)
-        assert compare.conv4rec_config(first["preset"], first["overrides"], seed=0) == as_before
+        as_before = presets.conv4rec_config(first["preset"], without_dropout, seed=0)
+        assert presets.conv4rec_config(first["preset"], first["overrides"], seed=0) == as_before
 
     def configs(grid):
-        return [compare.conv4rec_config(p["preset"], p["overrides"], seed=0) for p in grid]
+        return [presets.conv4rec_config(p["preset"], p["overrides"], seed=0) for p in grid]
 
-    for grid in (compare.CONV4REC_USER_ROWS_GRID, compare.CONV4REC_CLICKS_GRID):
-        assert [c.model.input_dropout for c in configs(grid)] == list(compare.IMPLICIT_INPUT_DROPOUT_GRID)
+    for grid in (grids.CONV4REC_USER_ROWS_GRID, grids.CONV4REC_CLICKS_GRID):
+        assert [c.model.input_dropout for c in configs(grid)] == list(grids.IMPLICIT_INPUT_DROPOUT_GRID)
     # the MAP fold-in's points are the user rows' own, trained alike, folded in with the code prior
-    for plain, refined in zip(configs(compare.CONV4REC_USER_ROWS_GRID), configs(compare.CONV4REC_USER_ROWS_MAP_GRID)):
+    for plain, refined in zip(configs(grids.CONV4REC_USER_ROWS_GRID), configs(grids.CONV4REC_USER_ROWS_MAP_GRID)):
         assert (plain.model, plain.train) == (refined.model, refined.train)
         assert (plain.eval.fold_in_code_prior, refined.eval.fold_in_code_prior) == (0.0, 1.0)
     # the item rows on ratings trade dropout 0.5 for L2 0.03 (their encoder collapsed on ML-latest-small)
-    item_rows = configs(compare.CONV4REC_RATINGS_GRID)
+    item_rows = configs(grids.CONV4REC_RATINGS_GRID)
     assert [(c.model.input_dropout, c.train.l2) for c in item_rows] == [(0.6, 0.1), (0.7, 0.1), (0.6, 0.03)]
 
 
 def test_every_entrant_of_the_full_comparison_keeps_the_budget():
     """The budget rule of docs/results.md: every model, ours and the peers', gets one to three grid points."""
-    entrants = compare.explicit_entrants(quick=False) + compare.implicit_entrants(quick=False)
-    sizes = {e.name: len(e.grid) for e in entrants}
+    everyone = entrants.explicit_entrants(quick=False) + entrants.implicit_entrants(quick=False)
+    sizes = {e.name: len(e.grid) for e in everyone}
     assert {"conv4rec", "I-AutoRec", "EASE", "conv4rec user rows (ratings)", "conv4rec user rows (clicks)",
             "conv4rec (ordinal head)"} <= set(sizes)
     assert all(1 <= size <= 3 for size in sizes.values()), sizes
@@ -110,14 +122,14 @@ def test_compare_refuses_names_that_match_nothing(tmp_path):
     """A misspelt model or task would run nothing and rewrite the report: refused before any work,
     naming what exists; and every entrant's name survives `--models`' comma-separated list."""
     with pytest.raises(ConvaeError, match=r"--models: \['EASY'\] not among ml-100k's models.*'EASE'"):
-        compare.compare("ml-100k", tmp_path / "absent", out_dir=tmp_path, models=("EASY",))
+        compare("ml-100k", tmp_path / "absent", out_dir=tmp_path, models=("EASY",))
     with pytest.raises(ConvaeError, match=r"--models: \['EASE'\]"):  # a ranking model, not one of u1's
-        compare.compare("ml-100k", tmp_path / "absent", out_dir=tmp_path, models=("EASE",), tasks=("explicit/u1",))
+        compare("ml-100k", tmp_path / "absent", out_dir=tmp_path, models=("EASE",), tasks=("explicit/u1",))
     with pytest.raises(ConvaeError, match=r"--tasks: \['explicit/u2'\].*'explicit/u1'"):
-        compare.compare("ml-100k", tmp_path / "absent", out_dir=tmp_path, tasks=("explicit/u2",))
+        compare("ml-100k", tmp_path / "absent", out_dir=tmp_path, tasks=("explicit/u2",))
     assert list(tmp_path.iterdir()) == []
-    entrants = compare.explicit_entrants(quick=False) + compare.implicit_entrants(quick=False)
-    assert not [e.name for e in entrants if "," in e.name]
+    everyone = entrants.explicit_entrants(quick=False) + entrants.implicit_entrants(quick=False)
+    assert not [e.name for e in everyone if "," in e.name]
 
 
 def test_summarise_and_markdown():
@@ -125,11 +137,11 @@ def test_summarise_and_markdown():
     summary = summarise(results)
     assert set(summary) == {"rmse"}
     np.testing.assert_allclose([summary["rmse"]["mean"], summary["rmse"]["std"]], [1.0, 0.1])
-    env = {"command": "convae compare --dataset x", "cpu": "cpu", "cores": 2, "versions": {}}
+    env = {"command": "python -m benchmarks.accuracy --dataset x", "cpu": "cpu", "cores": 2, "versions": {}}
     doc = {"dataset": "x", "seeds": [0, 1, 2], "tables": {"explicit/fixed": {
         "m": {"source": "ours", "summary": summary, "selected_point": {"a": 1}, "environment": env}}}}
     table = markdown_tables(doc)
-    assert "| m | ours | 3 | 1.0000 ± 0.1000 |" in table and "`convae compare --dataset x`" in table
+    assert "| m | ours | 3 | 1.0000 ± 0.1000 |" in table and "`python -m benchmarks.accuracy --dataset x`" in table
 
     def row_of_m(table):
         return next(line for line in table.splitlines() if line.startswith("| m |"))
@@ -146,10 +158,11 @@ def test_summarise_and_markdown():
     assert "| ranker |" not in ratings
 
 
-def test_cli_compare_quick_writes_json_table_and_plot(tmp_path, capsys):
+def test_command_line_quick_run_writes_json_table_and_plot(tmp_path, capsys):
     data_dir = dataset_dir("coat")
-    rc = cli.main(["compare", "--dataset", "coat", "--quick", "--data-dir", str(data_dir), "--out", str(tmp_path),
-                   "--models", "item-mean,user+item-biases"])
+    argv = ["--dataset", "coat", "--quick", "--data-dir", str(data_dir), "--out", str(tmp_path),
+            "--models", "item-mean,user+item-biases"]
+    rc = accuracy_cli.main(argv)
     assert rc == 0
     doc = json.loads((tmp_path / "coat.json").read_text())
     table = doc["tables"]["explicit/fixed"]
@@ -158,20 +171,21 @@ def test_cli_compare_quick_writes_json_table_and_plot(tmp_path, capsys):
         assert record["summary"]["rmse"]["n"] == 1
         assert 0.8 < record["summary"]["rmse"]["mean"] < 1.6  # Coat's random-exposure ratings, 1..5 stars
         assert sum(r["selected"] for r in record["runs"]) == 1
+        assert record["environment"]["command"] == shlex.join(["python", "-m", "benchmarks.accuracy", *argv])
     assert "item-mean" in (tmp_path / "coat.md").read_text()
     assert (tmp_path / "coat.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("run", [compare._run_conv4rec_ratings, compare._ranking_run(compare._fit_conv4rec_clicks)],
+@pytest.mark.parametrize("run", [entrants.run_conv4rec_ratings, entrants.ranking_run(entrants.fit_conv4rec_clicks)],
                          ids=["ratings", "clicks"])
 def test_user_rows_keep_the_epoch_whose_validation_users_rank_best(monkeypatch, run):
     """Strong generalization, user rows, on ratings or on clicks alone: every epoch is scored by the
     validation users' NDCG@100 (as Mult-DAE/VAE are), and the returned model is the best epoch's:
     its validation score is the curve's maximum."""
-    split = compare._task_split("ml-100k", None, dataset_dir("ml-100k"), seed=0, quick=True)
+    split = task_split("ml-100k", None, dataset_dir("ml-100k"), seed=0, quick=True)
     fitted = []
-    real_fit = compare.fit
-    monkeypatch.setattr(compare, "fit", lambda *a, **k: fitted.append(real_fit(*a, **k)) or fitted[-1])
+    real_fit = entrants.fit
+    monkeypatch.setattr(entrants, "fit", lambda *a, **k: fitted.append(real_fit(*a, **k)) or fitted[-1])
     point = {"preset": "testing", "overrides": ("model.orientation='user'", "train.max_epochs=4", "train.patience=4")}
     val_score, test = run(split, point, 0)
     model = fitted[0]
@@ -179,8 +193,8 @@ def test_user_rows_keep_the_epoch_whose_validation_users_rank_best(monkeypatch, 
     assert model.config.train.select_metric == "neg_ndcg@100" and len(curve) == 4
     assert val_score == pytest.approx(max(curve), abs=1e-9)
     assert len(set(np.round(curve, 6))) > 1 and 0 < test["ndcg@100"] < 1
-    if run is compare._run_conv4rec_ratings:  # the same trained model, scored on the held-out users' ratings
-        assert {f"new-users/{m}" for m in compare.RATING_METRICS} <= set(test)
+    if run is entrants.run_conv4rec_ratings:  # the same trained model, scored on the held-out users' ratings
+        assert {f"new-users/{m}" for m in RATING_METRICS} <= set(test)
         assert test["new-users/nll"] < np.log(5) and 0 < test["new-users/rmse"] < 1.5
     else:
         assert "new-users/rmse" not in test
@@ -190,12 +204,12 @@ def test_the_map_fold_in_scores_the_user_rows_own_trained_model():
     """The MAP fold-in entrant trains and picks its epoch exactly as the user rows do (the code
     prior stays out of the per-epoch score) and refines only the returned model's fold-in, which
     then ranks the validation users differently."""
-    split = compare._task_split("ml-100k", None, dataset_dir("ml-100k"), seed=0, quick=True)
+    split = task_split("ml-100k", None, dataset_dir("ml-100k"), seed=0, quick=True)
     point = ("model.orientation='user'", "train.max_epochs=3", "train.patience=3")
     fits = {}
     for prior in (0.0, 1.0):
-        config = compare.conv4rec_config("testing", (*point, f"eval.fold_in_code_prior={prior}"), seed=0)
-        fits[prior] = compare._fit_user_rows(split.ratings_train, config, val_fold_in=split.val_ratings_fold_in,
+        config = presets.conv4rec_config("testing", (*point, f"eval.fold_in_code_prior={prior}"), seed=0)
+        fits[prior] = entrants.fit_user_rows(split.ratings_train, config, val_fold_in=split.val_ratings_fold_in,
                                              val_target=split.clicks.val_target, rank_by="like")
     plain, refined = fits[0.0], fits[1.0]
     assert refined.config.eval.fold_in_code_prior == 1.0 and refined.selected_epoch == plain.selected_epoch
@@ -209,9 +223,9 @@ def test_the_clicks_alone_get_the_map_fold_in_on_the_same_trained_model():
     """The clicks-only user rows with the MAP fold-in are the plain clicks-only user rows (same
     weights, same epoch) with each new user's code refined, so ratings and clicks compare with the
     same fold-in."""
-    split = compare._task_split("ml-100k", None, dataset_dir("ml-100k"), seed=0, quick=True)
-    entrants = {e.name: e for e in compare.implicit_entrants(quick=True)}
-    plain, refined = (compare._fit_conv4rec_clicks(split, entrants[name].grid[0], seed=0)[0]
+    split = task_split("ml-100k", None, dataset_dir("ml-100k"), seed=0, quick=True)
+    by_name = {e.name: e for e in entrants.implicit_entrants(quick=True)}
+    plain, refined = (entrants.fit_conv4rec_clicks(split, by_name[name].grid[0], seed=0)[0]
                       for name in ("conv4rec user rows (clicks)", "conv4rec user rows (clicks; MAP fold-in)"))
     assert plain.model.config.eval.fold_in_code_prior == 0.0 and refined.model.config.eval.fold_in_code_prior == 1.0
     assert refined.model.selected_epoch == plain.model.selected_epoch
@@ -226,8 +240,8 @@ def test_the_clicks_alone_get_the_map_fold_in_on_the_same_trained_model():
 def test_rating_floors_on_the_held_out_users_read_their_rating_history():
     """The biases floor refitted with the held-out users' rating history knows each new user's bias,
     so it rates them better than the item mean, which ignores users."""
-    split = compare._task_split("ml-100k", None, dataset_dir("ml-100k"), seed=0, quick=True)
-    floors = {e.name: e for e in compare.implicit_entrants(quick=True) if e.name in ("item-mean", "user+item-biases")}
+    split = task_split("ml-100k", None, dataset_dir("ml-100k"), seed=0, quick=True)
+    floors = {e.name: e for e in entrants.implicit_entrants(quick=True) if e.name in ("item-mean", "user+item-biases")}
     rmse = {}
     for name, entrant in floors.items():
         val_score, test = entrant.run(split, entrant.grid[0], 0)

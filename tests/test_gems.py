@@ -9,12 +9,16 @@ import warnings
 import numpy as np
 import pytest
 
+from benchmarks.gems.discovery import (
+    gem_task,
+    precision_recall_among,
+    random_precision_recall,
+)
+from benchmarks.gems.study import evaluate_coat, rating_report
 from convae_jax import config as config_lib
 from convae_jax.data import SyntheticTruth
 from convae_jax.data.interactions import Interactions
 from convae_jax.errors import ConfigError, ConvaeError
-from convae_jax.gems import (evaluate_coat, gem_task, precision_recall_among, random_precision_recall,
-                             rating_report)
 from convae_jax.losses import row_losses
 from convae_jax.peers.mf import BiasedMF, _ridge_rows, select_biased_mf
 from convae_jax.rank import below_consume_quantile, consume_percentile, ranking_scores
@@ -50,7 +54,7 @@ def order(scores):
 
 def test_gems_on_a_hand_built_user_finds_the_known_gems():
     log_c, log_r, seen = hand_user()
-    common = dict(channel_values=VALUES, threshold=4.0)
+    common = {"channel_values": VALUES, "threshold": 4.0}
     gems = ranking_scores(log_c, log_r, seen, mode="gems", **common)
     assert order(gems) == [5, 4, 3]
     np.testing.assert_allclose(gems[0, [5, 4, 3]], [0.95, 0.7, 0.3], atol=1e-12)
@@ -60,7 +64,7 @@ def test_gems_on_a_hand_built_user_finds_the_known_gems():
 
 def test_gem_knobs_on_the_hand_built_user():
     log_c, log_r, seen = hand_user()
-    common = dict(channel_values=VALUES, threshold=4.0)
+    common = {"channel_values": VALUES, "threshold": 4.0}
     # No cut, no tilt: exactly enjoy.
     np.testing.assert_array_equal(ranking_scores(log_c, log_r, seen, mode="gems", gem_quantile=1.0, **common),
                                   ranking_scores(log_c, log_r, seen, mode="enjoy", **common))
@@ -74,7 +78,7 @@ def test_gem_knobs_on_the_hand_built_user():
     assert order(ranking_scores(log_c, log_r, seen, mode="gems", gem_quantile=2 / 6, **common)) == [5, 4]
     assert order(ranking_scores(log_c, log_r, seen, mode="gems", gem_quantile=0.2, **common)) == [5]
     assert order(ranking_scores(log_c, log_r, seen, mode="gems", gem_quantile=0.1, **common)) == []
-    for bad in (dict(gem_quantile=1.5), dict(gem_tilt=-1.0)):
+    for bad in ({"gem_quantile": 1.5}, {"gem_tilt": -1.0}):
         with pytest.raises(ConvaeError, match="gem_quantile"):
             ranking_scores(log_c, log_r, seen, mode="gems", **bad, **common)
 

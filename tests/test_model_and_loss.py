@@ -30,7 +30,7 @@ def test_extra_dense_layer_counts():
 
 
 def dense_reference_logits(params, x, activation=jnp.tanh):
-    """SPEC §2 written densely: Z = X·A, h = φ(Σ_i Z[i]·W_enc[i] + b), L = (h·W_dec + b_dec)·B + bias."""
+    """The model of docs/model.md written densely: Z = X·A, h = φ(Σ_i Z[i]·W_enc[i] + b), L = (h·W_dec + b_dec)·B + bias."""
     z = jnp.einsum("rnc,ck->rnk", x, params["input_conv"])
     h = activation(jnp.einsum("rnk,nkd->rd", z, params["encoder_kernel"]) + params["encoder_bias"])
     y = jnp.einsum("rd,nkd->rnk", h, params["decoder_kernel"]) + params["decoder_bias"]

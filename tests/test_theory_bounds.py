@@ -11,8 +11,19 @@ import pytest
 
 from convae_jax.model import build_model, init_params
 from convae_jax.predict import FittedModel
-from theory.bounds import (FORMS, LayerNorms, InputNorms, bound_values, frobenius_norm, input_norms, layer_norms,
-                           model_bounds, norm_2_1, output_bias_into_decoder, spectral_norm)
+from theory.bounds import (
+    FORMS,
+    InputNorms,
+    LayerNorms,
+    bound_values,
+    frobenius_norm,
+    input_norms,
+    layer_norms,
+    model_bounds,
+    norm_2_1,
+    output_bias_into_decoder,
+    spectral_norm,
+)
 from theory.fitting import theory_config
 from theory.synthetic import draw_sample, make_truth
 

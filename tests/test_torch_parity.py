@@ -1,4 +1,4 @@
-"""Parity of the PyTorch baseline (benchmarks/torch_baseline.py) with convae_jax, in float32:
+"""Parity of the PyTorch baseline (benchmarks/speed/torch_baseline.py) with convae_jax, in float32:
 the same weights give the same logits, loss and gradients, and 20 Adam steps on the same batches
 (dropout off) give the same parameters. The reference is convae_jax itself."""
 
@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the torch extra is not installed (pip install -e '.[torch]')")
 
-from benchmarks import torch_baseline as tb  # noqa: E402
+from benchmarks.speed import torch_baseline as tb  # noqa: E402
 from convae_jax import config as config_lib  # noqa: E402
 from convae_jax.data.batches import RowMatrix, entry_budget, iterate_batches  # noqa: E402
 from convae_jax.model import build_model, init_params  # noqa: E402
@@ -129,7 +129,7 @@ def test_fast_bf16_autocast_tracks_fp32(setup):
     config, _, params, arch, batches = setup
     batch = tb.TorchBatch.of(batches[0])
     model = tb.build("fast", arch, params=params)
-    options = dict(rating_weight=config.model.rating_weight, l2=config.train.l2)
+    options = {"rating_weight": config.model.rating_weight, "l2": config.train.l2}
     fp32 = float(tb.fast_loss(model, batch, **options).detach())
     bf16 = float(tb.fast_loss(model, batch, autocast_dtype=torch.bfloat16, **options).detach())
     assert bf16 != fp32

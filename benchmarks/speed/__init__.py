@@ -1,0 +1,1 @@
+"""Speed: convae_jax against a PyTorch baseline of the same model, side by side (`python -m benchmarks.speed`)."""
