@@ -16,8 +16,8 @@ import pytest
 from convae_jax import config as config_lib
 from convae_jax.checkpoint import list_checkpoints, read_checkpoint
 from convae_jax.cli import main
-from convae_jax.errors import CheckpointError, TrainingDiverged
 from convae_jax.data.splits import holdout_interactions
+from convae_jax.errors import CheckpointError, TrainingDiverged
 from convae_jax.evaluate import explicit_protocol
 from convae_jax.experiment import resume_run
 from convae_jax.train import fit
@@ -159,4 +159,4 @@ def test_cli_refuses_to_overwrite_a_run_or_to_change_it_on_resume(tmp_path, caps
     assert "already holds a run; continue it with --resume" in capsys.readouterr().err
     assert not (run_dir / "run.json").exists()
     assert main(["train", "--resume", str(run_dir), "--set", "train.seed=3"]) == 2
-    assert "drop --workdir, --set and --data-dir" in capsys.readouterr().err
+    assert "drop --workdir, --set, --dataset, --data-dir and --ratings" in capsys.readouterr().err
