@@ -84,6 +84,7 @@ class RatingsTable:
 
     @classmethod
     def from_record(cls, record: dict) -> RatingsTable:
+        """The inverse of `to_record`."""
         try:
             scale = record["scale"]
             return cls(ratings=Path(record["ratings"]), columns=tuple(record["columns"]),
