@@ -10,6 +10,7 @@ from pathlib import Path
 
 from convae_jax import config as config_lib
 from convae_jax.data.loaders import DATASETS
+from convae_jax.data.table import RatingsTable
 from convae_jax.errors import ConvaeError
 
 PRESETS = {"default": config_lib.default, "testing": config_lib.testing}
@@ -25,21 +26,60 @@ def config_from(args) -> config_lib.Config:
     return PRESETS[args.preset]().override(args.overrides)
 
 
+TABLE_FLAGS = ("ratings", "test", "columns", "scale", "sep", "header")
+
+
+def add_table_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags naming one's own ratings table (`RatingsTable`), for every command that reads one."""
+    group = parser.add_argument_group("one's own ratings table (instead of --dataset)")
+    group.add_argument("--ratings", type=Path, metavar="FILE",
+                       help="ratings file: CSV, TSV or any one-character separator (or '::'), or .parquet")
+    group.add_argument("--test", type=Path, metavar="FILE",
+                       help="test file laid out like --ratings, every id seen there (default: a seeded hold-out)")
+    group.add_argument("--columns", metavar="USER,ITEM[,RATING]",
+                       help="header names or 0-based positions, e.g. userId,movieId,rating or 0,1,2; "
+                            "without a rating column the table is implicit (one channel)")
+    group.add_argument("--scale", metavar="V1,V2,...|START:STOP:STEP",
+                       help="the allowed ratings, e.g. 1,2,3,4,5 or 0.5:5:0.5 for half stars")
+    group.add_argument("--sep", help="field separator, e.g. , or '\\t' (default: sniffed)")
+    group.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
+                       help="whether the first line names the columns (default: detected)")
+
+
+def table_from(args) -> RatingsTable | None:
+    """The `RatingsTable` the table flags name; None without --ratings."""
+    if args.ratings is None:
+        given = [f"--{name}" for name in TABLE_FLAGS if getattr(args, name) is not None]
+        if given:
+            raise ConvaeError(f"{', '.join(given)}: these describe a ratings file; name it with --ratings")
+        return None
+    if args.columns is None:
+        raise ConvaeError("--ratings needs --columns USER,ITEM[,RATING]")
+    return RatingsTable.from_text(ratings=args.ratings, test=args.test, columns=args.columns, scale=args.scale,
+                                  sep=args.sep, header=args.header)
+
+
 def _default_workdir() -> Path:
     return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
 
 
 def _cmd_train(args) -> int:
-    from convae_jax.experiment import resume_run, train_and_evaluate
+    from convae_jax.experiment import LEARNING_CURVE, resume_run, train_and_evaluate
 
+    table = table_from(args)
     if args.resume is not None:
-        if args.workdir or args.overrides or args.data_dir:
-            raise ConvaeError("--resume continues a run with its own config and data; drop --workdir, --set and --data-dir")
+        if args.workdir or args.overrides or args.data_dir or args.dataset or table:
+            raise ConvaeError("--resume continues a run with its own config and data; drop --workdir, --set, "
+                              "--dataset, --data-dir and --ratings")
         workdir, metrics = args.resume, resume_run(args.resume)
     else:
+        if table is not None and (args.dataset or args.data_dir):
+            raise ConvaeError("--ratings names the data: drop --dataset and --data-dir")
         workdir = args.workdir or _default_workdir()
-        metrics = train_and_evaluate(config_from(args), workdir, dataset=args.dataset, data_dir=args.data_dir)
+        metrics = train_and_evaluate(config_from(args), workdir, dataset=args.dataset or "synthetic",
+                                     data_dir=args.data_dir, table=table)
     print(f"run directory: {workdir}")
+    print(f"learning curve: {Path(workdir) / LEARNING_CURVE}")
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -87,11 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train and evaluate; with no flags, on the built-in synthetic data")
-    train.add_argument("--dataset", default="synthetic", choices=("synthetic",) + DATASETS)
+    train.add_argument("--dataset", choices=("synthetic",) + DATASETS, help="a named dataset (default: synthetic)")
     train.add_argument("--data-dir", type=Path, help="directory holding the dataset's files")
     train.add_argument("--workdir", type=Path, help="run directory (default: runs/<timestamp>)")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR",
                        help="continue an interrupted run from its last checkpoint, with its own config and data")
+    add_table_flags(train)
     add_config_flags(train)
     train.set_defaults(run=_cmd_train)
 

@@ -14,21 +14,34 @@ from convae_jax.data.interactions import Interactions
 from convae_jax.data.loaders import load_dataset
 from convae_jax.data.splits import holdout_interactions
 from convae_jax.data.synthetic import SyntheticTruth
+from convae_jax.data.table import RatingsTable
 from convae_jax.errors import CheckpointError, ConvaeError
-from convae_jax.evaluate import explicit_protocol
+from convae_jax.evaluate import explicit_protocol, ranking_protocol
 from convae_jax.explain import explain_scores
 from convae_jax.io import atomic_write, load_model, save_model
+from convae_jax.learning_curve import plot_learning_curve
 from convae_jax.predict import FittedModel
 from convae_jax.rank import ranking_scores, seen_mask, top_k
 from convae_jax.train import fit
 
 SYNTHETIC = "synthetic"
 SYNTHETIC_RATINGS_PER_USER = 40  # the built-in dataset: SyntheticTruth() users each rate this many items
+LEARNING_CURVE = "learning_curve.png"  # beside history.json in a run directory
+# With a single channel (an implicit-only table) every rating metric is trivially perfect, so the
+# epoch is chosen on the validation pairs' ranking instead and the test reports ranking metrics only.
+IMPLICIT_SELECT_METRIC = "neg_ndcg@100"
 
 
-def load_split(dataset: str, data_dir, config: Config) -> tuple[Interactions, Interactions]:
-    """(train, test): the dataset's fixed split where it ships one, else a seeded random hold-out."""
-    if dataset == SYNTHETIC:
+def load_split(dataset: str, data_dir, config: Config, *, table: RatingsTable | None = None
+               ) -> tuple[Interactions, Interactions]:
+    """(train, test): from one's own ratings `table` where given (its test file, else a seeded
+    random hold-out), else from the named dataset: its fixed split where it ships one, else a
+    seeded random hold-out."""
+    if table is not None:
+        data, test = table.load()
+        if test is not None:
+            return data, test
+    elif dataset == SYNTHETIC:
         data = SyntheticTruth().sample_histories(SYNTHETIC_RATINGS_PER_USER, seed=config.eval.split_seed)
     else:
         if data_dir is None:
@@ -40,34 +53,49 @@ def load_split(dataset: str, data_dir, config: Config) -> tuple[Interactions, In
     return holdout_interactions(data, fraction=config.eval.test_fraction, seed=config.eval.split_seed)
 
 
-def train_and_evaluate(config: Config, workdir, *, dataset: str = SYNTHETIC, data_dir=None, resume: bool = False) -> dict:
+def train_and_evaluate(config: Config, workdir, *, dataset: str = SYNTHETIC, data_dir=None,
+                       table: RatingsTable | None = None, resume: bool = False) -> dict:
     """Trains on the training split, evaluates on the test split (explicit protocol: ratings and
     top-K of held-out items), and writes run.json, checkpoints/ (one per epoch), history.json,
-    metrics.json and model/, each file atomically. A workdir that already holds checkpoints is
-    refused unless `resume` (see `resume_run`)."""
+    LEARNING_CURVE, metrics.json and model/, each file atomically. The data is read and checked
+    before the run directory is made, so bad input leaves nothing behind. A workdir that already
+    holds checkpoints is refused unless `resume` (see `resume_run`)."""
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     if not resume and list_checkpoints(workdir / "checkpoints"):
         raise CheckpointError(f"{workdir} already holds a run; continue it with --resume {workdir} or use a new workdir")
-    train, test = load_split(dataset, data_dir, config)
+    train, test = load_split(dataset, data_dir, config, table=table)
+    if train.n_channels == 1:
+        config = config.override([f"train.select_metric={IMPLICIT_SELECT_METRIC!r}"])
+    dataset = table.name if table is not None else dataset
+    workdir.mkdir(parents=True, exist_ok=True)
     if not resume:
-        # The data directory is stored absolute so that `resume_run` works from any directory.
+        # Paths are stored absolute so that `resume_run` and `evaluate_run` work from any directory.
         run = {"dataset": dataset, "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
-               "config": config.to_dict()}
+               "table": None if table is None else table.to_record(), "config": config.to_dict()}
         _write_json(workdir / "run.json", run)
-    model = fit(train, config, checkpoint_dir=workdir / "checkpoints", resume=resume)
+    scorer = _ranking_validation if train.n_channels == 1 else None
+    model = fit(train, config, checkpoint_dir=workdir / "checkpoints", resume=resume, validation_metrics=scorer)
     save_model(model, workdir / "model")
     _write_json(workdir / "history.json", [dataclasses.asdict(r) for r in model.history])
+    plot_learning_curve(model.history, select_metric=config.train.select_metric, selected_epoch=model.selected_epoch,
+                        path=workdir / LEARNING_CURVE)
     metrics = {"dataset": dataset, "selected_epoch": model.selected_epoch,
-               "test": explicit_protocol(model, train, test, ks=config.eval.ks)}
+               "test": score_test(model, train, test, ks=config.eval.ks)}
     _write_json(workdir / "metrics.json", metrics)
     return metrics
 
 
+def score_test(model, train: Interactions, test: Interactions, *, ks) -> dict:
+    """The explicit protocol's metrics of `test`; with a single channel, its ranking metrics only."""
+    if train.n_channels > 1:
+        return explicit_protocol(model, train, test, ks=ks)
+    return ranking_protocol(model.consumption_scores(np.unique(test.user)), seen=train, relevant=test, ks=ks)
+
+
 def resume_run(workdir) -> dict:
     """Continues an interrupted `train_and_evaluate` in `workdir` from its newest readable
-    checkpoint, with the config, dataset and data directory recorded in its run.json. On CPU the
-    outcome is bit-for-bit that of an uninterrupted run; a finished run is re-evaluated only."""
+    checkpoint, with the config and data recorded in its run.json. On CPU the outcome is
+    bit-for-bit that of an uninterrupted run; a finished run is re-evaluated only."""
     workdir = Path(workdir)
     run = _read_run(workdir)
     try:
@@ -75,7 +103,8 @@ def resume_run(workdir) -> dict:
         dataset, data_dir = run["dataset"], run["data_dir"]
     except (KeyError, TypeError) as err:
         raise ConvaeError(f"{workdir / 'run.json'}: incomplete run record ({err})") from None
-    return train_and_evaluate(config, workdir, dataset=dataset, data_dir=data_dir, resume=True)
+    return train_and_evaluate(config, workdir, dataset=dataset, data_dir=data_dir, table=_run_table(workdir, run),
+                              resume=True)
 
 
 def evaluate_run(workdir, *, dataset: str | None = None, data_dir=None) -> dict:
@@ -83,9 +112,10 @@ def evaluate_run(workdir, *, dataset: str | None = None, data_dir=None) -> dict:
     workdir = Path(workdir)
     run = _read_run(workdir)
     model = load_model(workdir / "model")
+    table = None if dataset else _run_table(workdir, run)
     dataset = dataset or run["dataset"]
-    train, test = load_split(dataset, data_dir or run["data_dir"], model.config)
-    result = {"dataset": dataset, "test": explicit_protocol(model, train, test, ks=model.config.eval.ks)}
+    train, test = load_split(dataset, data_dir or run["data_dir"], model.config, table=table)
+    result = {"dataset": dataset, "test": score_test(model, train, test, ks=model.config.eval.ks)}
     _write_json(workdir / "evaluation.json", result)
     return result
 
@@ -135,6 +165,26 @@ def _read_run(workdir: Path) -> dict:
     if not isinstance(run, dict):
         raise ConvaeError(f"{workdir / 'run.json'}: not a run record")
     return run
+
+
+def _run_table(workdir: Path, run: dict) -> RatingsTable | None:
+    """The ratings table a run was trained on, from its run.json (runs before tables had none)."""
+    record = run.get("table")
+    if record is None:
+        return None
+    try:
+        return RatingsTable.from_record(record)
+    except ConvaeError as err:
+        raise ConvaeError(f"{workdir / 'run.json'}: {err}") from None
+
+
+def _ranking_validation(model: FittedModel, validation: Interactions) -> dict:
+    """NDCG@100 of the validation pairs, negated (lower is better), each user's other training
+    items excluded: the selection metric of single-channel data."""
+    users = np.unique(validation.user)
+    ndcg = ranking_protocol(model.consumption_scores(users), seen=model.train, relevant=validation, ks=(),
+                            ndcg_ks=(100,))["ndcg@100"]
+    return {IMPLICIT_SELECT_METRIC: -ndcg}
 
 
 def _write_json(path: Path, value) -> None:

@@ -158,4 +158,4 @@ def test_cli_refuses_to_overwrite_a_run_or_to_change_it_on_resume(tmp_path, caps
     assert "already holds a run; continue it with --resume" in capsys.readouterr().err
     assert not (run_dir / "run.json").exists()
     assert main(["train", "--resume", str(run_dir), "--set", "train.seed=3"]) == 2
-    assert "drop --workdir, --set and --data-dir" in capsys.readouterr().err
+    assert "drop --workdir, --set, --dataset, --data-dir and --ratings" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from convae_jax.errors import DataError
 STARS = (1.0, 2.0, 3.0, 4.0, 5.0)
 HALF_STARS = tuple(0.5 * k for k in range(1, 11))
 MAX_ID = 2**31 - 1
+IMPLICIT = (1.0,)  # the one channel of an implicit-only table: "consumed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,28 +37,42 @@ class Dataset:
 
 
 def load_ratings_table(path, *, user_col, item_col, rating_col, scale, sep=None, header=True,
-                       integer_ids=True, allow_duplicates=False, n_fields: int | None = None) -> Interactions:
+                       integer_ids=True, allow_duplicates=False, n_fields: int | None = None,
+                       ids_from: Interactions | None = None) -> Interactions:
     """Reads a CSV/TSV (or `.parquet`) file with named or positional columns into `Interactions`.
 
-    `scale` lists the allowed rating values; channel c means "rated scale[c]". With `header=False`
-    the column arguments are 0-based positions. Duplicate (user, item) pairs are refused unless
-    `allow_duplicates`. Every line must have as many fields as the header (or, without one, the
-    first line), or exactly `n_fields` when given; one trailing empty field (a separator at the
-    end of a line) is tolerated. Text must be UTF-8 (a BOM is allowed).
+    `scale` lists the allowed rating values; channel c means "rated scale[c]". `rating_col=None`
+    (with `scale=None`) reads an implicit-only table: every row is one channel, `IMPLICIT`. A
+    column argument is a header name or a 0-based position (the only choice with `header=False`).
+    Ids are integers with `integer_ids=True`, text with False, and with None integers where every
+    id of that column is written as one (so `007` stays text). `ids_from` (a training set) gives the
+    index spaces: each id is read as its ids are, and one it lacks is an error at its line.
+    Duplicate (user, item) pairs are refused unless `allow_duplicates`. Every line must have as
+    many fields as the header (or, without one, the first line), or exactly `n_fields` when given;
+    one trailing empty field (a separator at the end of a line) is tolerated. Text must be UTF-8
+    (a BOM is allowed).
     """
     path = Path(path)
-    roles = {"user": user_col, "item": item_col, "rating": rating_col}
+    if (rating_col is None) != (scale is None):
+        raise DataError("a rating column needs a scale, and a scale needs a rating column", path=path)
+    roles = {"user": user_col, "item": item_col} | ({} if rating_col is None else {"rating": rating_col})
     frame, first_data_line, labels = _read_frame(path, sep=sep, header=header, n_fields=n_fields)
+    names = list(frame.columns)
     for field, col in roles.items():
-        if col not in frame.columns:
-            raise DataError(f"missing column {col!r} for {field}; found {list(frame.columns)}", path=path, line=1,
-                            field=str(col))
-    parse_id = _parse_int_ids if integer_ids else _parse_any_ids
-    users = parse_id(frame[user_col], path, first_data_line, labels[user_col])
-    items = parse_id(frame[item_col], path, first_data_line, labels[item_col])
-    channels = _parse_ratings(frame[rating_col], scale, path, first_data_line, labels[rating_col])
-    return _index(users, items, channels, scale, path, first_data_line, allow_duplicates,
-                  field=f"{labels[user_col]}, {labels[item_col]}")
+        if col not in names and not (type(col) is int and 0 <= col < len(names)):
+            raise DataError(f"missing column {col!r} for {field}; found {names}", path=path, line=1, field=str(col))
+        roles[field] = col if col in names else names[col]
+    user_col, item_col = roles["user"], roles["item"]
+    integer_user, integer_item = ((_has_integer_ids(ids_from.user_ids), _has_integer_ids(ids_from.item_ids))
+                                  if ids_from is not None else (integer_ids, integer_ids))
+    users = _parse_ids(frame[user_col], integer_user, path, first_data_line, labels[user_col])
+    items = _parse_ids(frame[item_col], integer_item, path, first_data_line, labels[item_col])
+    if rating_col is None:
+        channels, scale = np.zeros(len(frame), np.int32), IMPLICIT
+    else:
+        channels = _parse_ratings(frame[roles["rating"]], scale, path, first_data_line, labels[roles["rating"]])
+    where = {"path": path, "first_line": first_data_line, "user_field": labels[user_col], "item_field": labels[item_col]}
+    return _index(users, items, channels, scale, allow_duplicates=allow_duplicates, ids_from=ids_from, **where)
 
 
 def load_movielens(data_dir, *, variant: str) -> Interactions:
@@ -90,7 +105,7 @@ def load_douban(data_dir) -> Dataset:
         with h5py.File(path, "r") as f:
             for name in ("M", "Otraining", "Otest"):
                 arrays[name] = np.asarray(f[name]).T
-    except Exception as err:  # h5py raises OSError, KeyError, ValueError, TypeError, RuntimeError... on a bad file
+    except Exception as err:  # noqa: BLE001 (h5py raises OSError, KeyError, ValueError, TypeError, RuntimeError... on a bad file)
         field = next(name for name in ("M", "Otraining", "Otest") if name not in arrays)
         raise DataError(f"not a readable Douban .mat (HDF5) file: {type(err).__name__}: {err}", path=path,
                         field=field) from None
@@ -184,7 +199,7 @@ def _read_frame(path: Path, *, sep, header, n_fields: int | None) -> tuple[pd.Da
     if path.suffix == ".parquet":
         try:
             frame = pd.read_parquet(path)
-        except Exception as err:  # pyarrow raises many types for a bad file
+        except Exception as err:  # noqa: BLE001 (pyarrow raises many types for a bad file)
             raise DataError(f"not a readable Parquet file: {err}", path=path) from None
         if frame.empty:
             raise DataError("no data rows", path=path)
@@ -296,8 +311,15 @@ def _check_present(column: pd.Series, path, first_line, field):
         raise DataError("missing value", path=path, line=_first_bad(missing, first_line), field=field)
 
 
-def _parse_int_ids(column: pd.Series, path, first_line, field) -> np.ndarray:
+def _parse_ids(column: pd.Series, integer: bool | None, path, first_line, field) -> np.ndarray:
+    """Integer ids (`integer=True`), text ids (False), or integers where every id is plainly
+    written as one (None)."""
     _check_present(column, path, first_line, field)
+    text = column.astype(str)
+    if integer is None:
+        integer = bool(text.str.fullmatch(r"0|[1-9][0-9]*").all())
+    if not integer:
+        return text.to_numpy()
     numeric = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(numeric) | (numeric != np.round(numeric)) | (numeric < 0) | (numeric > MAX_ID)
     if bad.any():
@@ -307,9 +329,8 @@ def _parse_int_ids(column: pd.Series, path, first_line, field) -> np.ndarray:
     return numeric.astype(np.int64)
 
 
-def _parse_any_ids(column: pd.Series, path, first_line, field) -> np.ndarray:
-    _check_present(column, path, first_line, field)
-    return column.astype(str).to_numpy()
+def _has_integer_ids(ids: np.ndarray) -> bool:
+    return np.asarray(ids).dtype.kind in "iu"
 
 
 def _parse_ratings(column: pd.Series, scale, path, first_line, field) -> np.ndarray:
@@ -325,9 +346,15 @@ def _parse_ratings(column: pd.Series, scale, path, first_line, field) -> np.ndar
     return channel.astype(np.int32)
 
 
-def _index(users, items, channels, scale, path, first_line, allow_duplicates, field=None) -> Interactions:
-    user_ids, user = np.unique(users, return_inverse=True)
-    item_ids, item = np.unique(items, return_inverse=True)
+def _index(users, items, channels, scale, *, path, first_line, user_field, item_field, allow_duplicates,
+           ids_from: Interactions | None) -> Interactions:
+    if ids_from is None:
+        user_ids, user = np.unique(users, return_inverse=True)
+        item_ids, item = np.unique(items, return_inverse=True)
+    else:
+        user_ids, item_ids = ids_from.user_ids, ids_from.item_ids
+        user = _positions(users, user_ids, "user", path=path, first_line=first_line, field=user_field)
+        item = _positions(items, item_ids, "item", path=path, first_line=first_line, field=item_field)
     if not allow_duplicates:
         pair = user.astype(np.int64) * len(item_ids) + item
         _, first = np.unique(pair, return_index=True)
@@ -336,9 +363,21 @@ def _index(users, items, channels, scale, path, first_line, allow_duplicates, fi
             dup[first] = False
             row = int(np.flatnonzero(dup)[0])
             raise DataError(f"duplicate (user, item) pair ({users[row]}, {items[row]})", path=path, line=row + first_line,
-                            field=field)
+                            field=f"{user_field}, {item_field}")
     return Interactions.build(user, item, channels, n_users=len(user_ids), n_items=len(item_ids),
                               channel_values=scale, user_ids=user_ids, item_ids=item_ids)
+
+
+def _positions(raw: np.ndarray, known: np.ndarray, kind: str, *, path, first_line, field) -> np.ndarray:
+    """The index of each raw id in `known` (sorted, as `np.unique` leaves a loaded table's ids);
+    DataError at the first id it lacks."""
+    at = np.minimum(np.searchsorted(known, raw), len(known) - 1)
+    unseen = known[at] != raw
+    if unseen.any():
+        row = int(np.flatnonzero(unseen)[0])
+        raise DataError(f"{kind} id {raw[row]} is not in the training data", path=path, line=row + first_line,
+                        field=field)
+    return at
 
 
 def _dense_split(name, ratings, train_mask, test_mask, path, field=None) -> Dataset:
