@@ -78,7 +78,7 @@ def _cmd_explain(args) -> int:
 def _cmd_theory(args) -> int:
     from theory.experiments import run_theory
 
-    run_theory(args.experiment, quick=args.quick, out_dir=args.out)
+    run_theory(args.experiment, quick=args.quick, out_dir=args.out, sizes=args.sizes, seeds=args.seeds)
     return 0
 
 
@@ -146,10 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--png", type=Path, help="also save the bar chart here")
     explain.set_defaults(run=_cmd_explain)
 
-    theory = sub.add_parser("theory", help="theory checks on synthetic data: TV recovery, generalization bounds")
-    theory.add_argument("experiment", choices=("recovery", "bounds"))
+    theory = sub.add_parser("theory", help="theory checks on synthetic data: certified recovery, generalization bounds")
+    theory.add_argument("experiment", choices=("certify", "bounds"),
+                        help="certify: TV recovery with a held-out certificate; bounds: split-mode bounds and leakage")
     theory.add_argument("--quick", action="store_true", help="the small preset (minutes); default: the full preset")
-    theory.add_argument("--out", type=Path, help="results folder (default: theory/results/<preset>)")
+    theory.add_argument("--sizes", type=int, nargs="+", help="replace the preset's grid of N")
+    theory.add_argument("--seeds", type=int, nargs="+", help="replace the preset's seeds")
+    theory.add_argument("--out", type=Path, help="results folder (default: ./theory-results/<preset>)")
     theory.set_defaults(run=_cmd_theory)
 
     compare = sub.add_parser("compare", help="Conv4Rec against its peers on one real dataset, same splits and metrics")
