@@ -27,7 +27,7 @@ where ℜ̂ is evaluated at norm budgets rounded up on a geometric grid and c = 
 cost of the union bound over that grid (`budget_grid`), and δ' = δ / (number of bounds reported),
 so that the smallest of them is itself a 1 − δ statement. The four ℜ̂ forms:
 - `spectral` (Bartlett, Foster & Telgarsky 2017: their cover ln 𝒩(ε) ≤ κ²/ε² in Dudley's
-  integral, `dudley`, whose α is optimised; at α = b/N it is their 4b/N^{3/2} + 18 κ ln(N)/N),
+  integral from α = b/N, `dudley`, which is their 4b/N^{3/2} + 18 κ ln(N)/N),
     κ = √2 ‖X‖_F √(ln 2W²) R_A,
     R_A = Π s_l · (Σ_l (a_l/s_l)^{2/3})^{3/2},  s_l = ‖M̃_l‖_σ,  a_l = ‖(M̃_l − M̃_l⁰)ᵀ‖_{2,1};
 - `frobenius` (Golowich, Rakhlin & Shamir 2018, Thm 1, per output; Maurer 2016's vector
@@ -72,15 +72,15 @@ def loss_range(n_outputs: int, smoothing: float = SMOOTHING) -> float:
 
 def budget_grid(values, *, ratio: float = BUDGET_RATIO) -> tuple[np.ndarray, float]:
     """Each value rounded up to the grid {0} ∪ {ratio^j : j ∈ ℤ}, and the union bound's cost
-    c = Σ ln(1/w) over the values, with prior weights w(0) = 1/2 and w(ratio^j) = 1/(4(|j|+1)(|j|+2))
-    (they sum to 1 over the grid, since Σ_{j∈ℤ} 1/((|j|+1)(|j|+2)) = 2). A bound proved for fixed
+    c = Σ ln(1/w) over the values, with prior weights w(0) = 1/2 and w(ratio^j) = 1/(3(|j|+1)(|j|+2))
+    (they sum to 1 over the grid, since Σ_{j∈ℤ} 1/((|j|+1)(|j|+2)) = 3/2). A bound proved for fixed
     budgets then holds at 1 − δ·w for each grid point at once, hence with ln(1/δ) + c for budgets
     read off the trained network; rounding costs at most the factor `ratio` per value."""
     values = np.asarray(values, np.float64)
     positive = values > 0
     j = np.where(positive, np.ceil(np.log(np.where(positive, values, 1.0)) / math.log(ratio) - 1e-12), 0.0)
     rounded = np.where(positive, ratio ** j, 0.0)
-    cost = np.where(positive, np.log(4 * (np.abs(j) + 1) * (np.abs(j) + 2)), math.log(2.0))
+    cost = np.where(positive, np.log(3 * (np.abs(j) + 1) * (np.abs(j) + 2)), math.log(2.0))
     return rounded, float(np.sum(cost))
 
 
@@ -266,15 +266,14 @@ def ledent_layers(params, params0, inputs: Interactions, targets: Interactions) 
 
 
 def dudley(log_cover, *, b: float, n: int) -> float:
-    """min over α ∈ [b/N, b√N] of 4α/√N + (12/N) ∫_α^{b√N} √(ln 𝒩(ε)) dε, covers in ‖·‖₂ over
-    the N draws (Dudley's entropy integral as in Bartlett et al. 2017, Lemma A.5, scaled to a
-    loss in [0, b]); the inequality holds for every α, so the minimum is a valid bound. At α = b√N
-    it is 4b, the trivial value. Trapezoid rule on a log grid of 4001 points."""
+    """4b/N^{3/2} + (12/N) ∫_{b/N}^{b√N} √(ln 𝒩(ε)) dε: Dudley's entropy integral with covers in
+    ‖·‖₂ over the N draws, from α = b/N (the α = 1/N of Bartlett et al. 2017, Lemma A.5, for a
+    loss scaled to [0, b]). α is not optimised: for these vacuous covers the optimum is the
+    trivial end α = b√N, whose value 4b reads no norm. Trapezoid rule on a log grid."""
     eps = np.geomspace(b / n, b * math.sqrt(n), 4001)
     root = np.sqrt(np.maximum(log_cover(eps), 0.0))
-    pieces = 0.5 * (root[1:] + root[:-1]) * np.diff(eps)
-    tail = np.append(np.cumsum(pieces[::-1])[::-1], 0.0)  # ∫ from eps[j] to the top
-    return float(np.min(4 * eps / math.sqrt(n) + 12 * tail / n))
+    integral = float(np.sum(0.5 * (root[1:] + root[:-1]) * np.diff(eps)))
+    return 4 * b / n**1.5 + 12 * integral / n
 
 
 def bound_values(layers: list[LayerNorms], inputs: InputNorms, *, n_outputs: int, delta: float = DELTA,
