@@ -9,12 +9,27 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from convae_jax.data import Interactions
 from convae_jax.model import build_model, init_params
 from convae_jax.predict import FittedModel
-from convae_jax.data import Interactions
-from theory.bounds import (BUDGET_RATIO, REPORTED, InputNorms, LayerNorms, LedentLayer, bound_values, budget_grid,
-                           frobenius_norm, input_norms, layer_norms, ledent_complexity, ledent_layers, model_bounds,
-                           norm_2_1, output_bias_into_decoder, spectral_norm)
+from theory.bounds import (
+    BUDGET_RATIO,
+    REPORTED,
+    InputNorms,
+    LayerNorms,
+    LedentLayer,
+    bound_values,
+    budget_grid,
+    frobenius_norm,
+    input_norms,
+    layer_norms,
+    ledent_complexity,
+    ledent_layers,
+    model_bounds,
+    norm_2_1,
+    output_bias_into_decoder,
+    spectral_norm,
+)
 from theory.fitting import BOUNDS_OVERRIDES, theory_config
 from theory.synthetic import draw_samples, make_truth
 

@@ -8,9 +8,21 @@ from hypothesis import strategies as st
 
 from convae_jax.data import Interactions
 from convae_jax.predict import FittedModel
-from theory.estimators import GlobalPopularity, ModelEstimator, PerUserEmpirical, mean_log_loss, smoothed
+from theory.estimators import (
+    GlobalPopularity,
+    ModelEstimator,
+    PerUserEmpirical,
+    mean_log_loss,
+    smoothed,
+)
 from theory.fitting import theory_config
-from theory.recovery import kl_divergence, population_log_loss, recovery_distances, total_variation, user_distances
+from theory.recovery import (
+    kl_divergence,
+    population_log_loss,
+    recovery_distances,
+    total_variation,
+    user_distances,
+)
 from theory.synthetic import conditional_entropy, draw_samples
 
 

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from theory.recovery import total_variation
-from theory.synthetic import (conditional_entropy, draw_samples, empirical_joint, joint_array, make_truth,
-                              user_batches)
+from theory.synthetic import (
+    conditional_entropy,
+    draw_samples,
+    empirical_joint,
+    joint_array,
+    make_truth,
+    user_batches,
+)
 
 
 def test_joint_array_is_a_distribution_and_matches_the_user_batches(small_truth):

@@ -185,7 +185,7 @@ def input_norms(inputs: Interactions, targets: Interactions) -> InputNorms:
     has_input = np.bincount(inputs.user, minlength=inputs.n_users) > 0
     squared = 1.0 + has_input
     draws = np.bincount(targets.user, weights=targets.count, minlength=targets.n_users)
-    return InputNorms(int(round(draws.sum())), math.sqrt(float(draws @ squared)),
+    return InputNorms(round(draws.sum()), math.sqrt(float(draws @ squared)),
                       math.sqrt(float(squared[draws > 0].max())))
 
 

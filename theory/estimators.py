@@ -82,7 +82,7 @@ class PerUserEmpirical:
         denominator = self.totals[users] + self.alpha * d.n_items * d.n_channels
         return np.log((dense + self.alpha) / denominator[:, None]).reshape(len(users), d.n_items, d.n_channels)
 
-    def select(self, heldout: Interactions, grid=ALPHA_GRID) -> "PerUserEmpirical":
+    def select(self, heldout: Interactions, grid=ALPHA_GRID) -> PerUserEmpirical:
         return _select(self, heldout, grid)
 
 
@@ -104,7 +104,7 @@ class GlobalPopularity:
     def log_joint(self, users) -> np.ndarray:
         return np.broadcast_to(self.log_table, (len(users),) + self.log_table.shape)
 
-    def select(self, heldout: Interactions, grid=ALPHA_GRID) -> "GlobalPopularity":
+    def select(self, heldout: Interactions, grid=ALPHA_GRID) -> GlobalPopularity:
         return _select(self, heldout, grid)
 
 

@@ -24,8 +24,13 @@ import numpy as np
 from theory import bounds as bounds_lib
 from theory import plots, rates, reporting
 from theory.certificate import CERT_SMOOTHING, certify, truth_log_floor
-from theory.estimators import (GlobalPopularity, ModelEstimator, PerUserEmpirical, draw_log_losses,
-                               mean_log_loss)
+from theory.estimators import (
+    GlobalPopularity,
+    ModelEstimator,
+    PerUserEmpirical,
+    draw_log_losses,
+    mean_log_loss,
+)
 from theory.fitting import BOUNDS_OVERRIDES, fit_to_draws, theory_config
 from theory.low_rank import RANKS, LowRankFit, fit_low_rank
 from theory.recovery import population_log_loss, recovery_distances
@@ -47,9 +52,9 @@ class Preset:
 QUICK_TRUTH = {"n_users": 100, "n_items": 50, "rank": 3}
 QUICK_OVERRIDES = ("train.max_epochs=25", "train.patience=5")
 PRESETS = {
-    ("certify", "full"): Preset("full", {}, tuple(int(round(x)) for x in np.geomspace(2_000, 200_000, 6)), (0, 1, 2)),
+    ("certify", "full"): Preset("full", {}, tuple(round(x) for x in np.geomspace(2_000, 200_000, 6)), (0, 1, 2)),
     ("certify", "quick"): Preset("quick", QUICK_TRUTH, (400, 1_600, 6_400), (0, 1), QUICK_OVERRIDES),
-    ("bounds", "full"): Preset("full", {}, tuple(int(round(x)) for x in np.geomspace(2_000, 200_000, 5)), (0, 1)),
+    ("bounds", "full"): Preset("full", {}, tuple(round(x) for x in np.geomspace(2_000, 200_000, 5)), (0, 1)),
     ("bounds", "quick"): Preset("quick", QUICK_TRUTH, (400, 1_600, 6_400), (0, 1), QUICK_OVERRIDES),
 }
 

@@ -22,7 +22,6 @@ from convae_jax import config as config_lib
 from convae_jax.data import Interactions
 from convae_jax.predict import FittedModel
 from convae_jax.train import fit
-
 from theory.estimators import ModelEstimator, mean_log_loss
 
 THEORY_OVERRIDES = (

@@ -70,8 +70,8 @@ def certify_markdown(result) -> str:
                      + f" | {cert['centred'][n][0]:.4f} ± {cert['centred'][n][1]:.4f}"
                      + f" | {cert['plain'][n][0]:.4f} ± {cert['plain'][n][1]:.4f} | {kl[n][0]:.4f} ± {kl[n][1]:.4f} |")
     c = runs[0]["certificate"]
-    lines += ["", f"Certificates of the deployed model at δ = {c['delta']}, split over {c['candidates']} candidate "
-              f"epochs and the two forms; γ = {c['smoothing']} (certified TV = √(KL bound / 2) + γ).", "",
+    lines += ["", (f"Certificates of the deployed model at δ = {c['delta']}, split over {c['candidates']} candidate "
+              f"epochs and the two forms; γ = {c['smoothing']} (certified TV = √(KL bound / 2) + γ)."), "",
               "| estimator | part | slope of log TV on log N (all runs, OLS) | 95% CI |", "|---|---|---:|---|"]
     for k in names:
         for part, entry in result["tv_slopes"][k].items():
@@ -99,10 +99,10 @@ def bounds_markdown(result) -> str:
     """Leakage of both modes, then the split-mode bounds with their slopes and norm terms."""
     runs = result["runs"]
     g = lambda f: _grouped(runs, f)
-    lines = [_header(result), "Gaps R − R̂ on S_tgt (nats; smoothed: the γ-smoothed loss the bounds are about). "
-             "Leakage = same-sample gap − split gap (plain log-loss).", "",
-             "| N | Conv4Rec split gap (smoothed) | Conv4Rec same-sample gap | leakage | R̂ − H same-sample "
-             "| per-user α split / same | per-user split gap | per-user same-sample gap | per-user Hoeffding |",
+    lines = [_header(result), ("Gaps R − R̂ on S_tgt (nats; smoothed: the γ-smoothed loss the bounds are about). "
+             "Leakage = same-sample gap − split gap (plain log-loss)."), "",
+             ("| N | Conv4Rec split gap (smoothed) | Conv4Rec same-sample gap | leakage | R̂ − H same-sample "
+             "| per-user α split / same | per-user split gap | per-user same-sample gap | per-user Hoeffding |"),
              "|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     cols = [g(lambda r: r["split"]["smoothed"]["gap"]), g(lambda r: r["same_sample"]["log_loss"]["gap"]),
             g(lambda r: r["leakage"]), g(lambda r: r["same_sample"]["empirical_minus_entropy"])]
@@ -115,8 +115,8 @@ def bounds_markdown(result) -> str:
                      + f" | {alpha[n][0]:.3g} / {alpha[n][1]:.3g} | " + " | ".join(f"{c[n][0]:.4f}" for c in pu) + " |")
     lines += ["", "TV_joint to the truth: split " + ", ".join(f"{v[0]:.3f}" for v in g(lambda r: r["split"]["tv_joint"]).values())
               + "; same-sample " + ", ".join(f"{v[0]:.3f}" for v in g(lambda r: r["same_sample"]["tv_joint"]).values()) + ".",
-              "", "Split-mode bounds on the smoothed gap (nats, mean over seeds), each at δ = "
-              f"{runs[0]['bounds']['delta']}/{len(REPORTED)}:", "",
+              "", ("Split-mode bounds on the smoothed gap (nats, mean over seeds), each at δ = "
+              f"{runs[0]['bounds']['delta']}/{len(REPORTED)}:"), "",
               "| N | " + " | ".join(f"{f} ({v})" for f, v in REPORTED) + " |", "|---:|" + "---:|" * len(REPORTED)]
     bound = {c: g(lambda r, c=c: r["bounds"][c[1]][c[0]]["bound"]) for c in REPORTED}
     for n in cols[0]:
@@ -124,8 +124,8 @@ def bounds_markdown(result) -> str:
     top = max(cols[0])
     lines += ["", f"Bound / split gap (smoothed) at N = {top}: "
               + ", ".join(f"{f} ({v}) {bound[(f, v)][top][0] / cols[0][top][0]:.3g}" for f, v in REPORTED), "",
-              "Log-log slopes in N (OLS over every run, 95% CI); −0.5 + slope(norm term) is what the bound's form "
-              "predicts before its log factors and budget costs:", "",
+              ("Log-log slopes in N (OLS over every run, 95% CI); −0.5 + slope(norm term) is what the bound's form "
+              "predicts before its log factors and budget costs:"), "",
               "| quantity | slope | 95% CI | norm term slope | −0.5 + norm term slope |", "|---|---:|---|---:|---:|"]
     for name, entry in result["slopes"].items():
         if "bound" in entry:

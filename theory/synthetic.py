@@ -14,7 +14,8 @@ small instances only.
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
@@ -75,7 +76,7 @@ def draw_samples(truth: SyntheticTruth, n: int, *, seed: int, cert_fraction: flo
     """`Samples` of sizes (N, N, round(cert_fraction·N)), each from its own stream 3·seed + j, so the
     targets and certificate draws of a seed do not depend on whether the inputs are drawn."""
     return Samples(truth.sample_iid(n, seed=3 * seed), truth.sample_iid(n, seed=3 * seed + 1),
-                   truth.sample_iid(max(int(round(cert_fraction * n)), 1), seed=3 * seed + 2))
+                   truth.sample_iid(max(round(cert_fraction * n), 1), seed=3 * seed + 2))
 
 
 def empirical_joint(draws: Interactions) -> np.ndarray:

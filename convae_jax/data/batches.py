@@ -51,7 +51,7 @@ class RowMatrix:
                    data.count[order].astype(np.float32), n_rows, n_cols)
 
     @classmethod
-    def from_inputs_and_targets(cls, inputs: Interactions, targets: Interactions, *, orientation: str) -> "RowMatrix":
+    def from_inputs_and_targets(cls, inputs: Interactions, targets: Interactions, *, orientation: str) -> RowMatrix:
         """One matrix holding both sets as separate entries: an input entry has `count` = its count
         and `target` = 0, a target entry the reverse. The encoder reads only inputs (a zero count
         adds nothing to the embedding bag or to the L2 input norm), the loss only targets."""
