@@ -47,6 +47,7 @@ class Preset:
     sample_sizes: tuple[int, ...]  # N grid: draws of S_tgt (and of S_in); S_cert has 0.1·N
     seeds: tuple[int, ...]  # one run per (N, seed); the seed drives the draws and the training
     overrides: tuple[str, ...] = ()  # config overrides on top of theory.fitting.theory_config
+    l2_per_draw: float | None = None  # λ: train.l2 = λ·N/m at each N (m users), see `_config`; None: the config's l2
 
 
 QUICK_TRUTH = {"n_users": 100, "n_items": 50, "rank": 3}
@@ -69,8 +70,14 @@ class TruthEstimator:
         return self.truth.log_p_joint(np.asarray(users))
 
 
-def _config(preset: Preset, seed: int, extra=()):
-    return theory_config(tuple(extra) + preset.overrides + (f"train.seed={seed}",))
+def _config(preset: Preset, seed: int, extra=(), *, n: int, n_users: int):
+    """The run's config. With `l2_per_draw` λ, train.l2 = λ·N/m: the loss `fit` minimises sums
+    over a user's draws (≈ N/m of them) and averages over users, so this makes the objective
+    (N/m)·(mean loss per draw + λ‖W‖²), whose minimiser has ‖W‖² ≤ ln K/λ at every N (the per-draw
+    loss of the zero network is at most ln K): a norm budget that does not grow with N. With a
+    fixed train.l2 the penalty weighs m/N less per draw as N grows, and the norms may grow."""
+    scaled = () if preset.l2_per_draw is None else (f"train.l2={preset.l2_per_draw * n / n_users}",)
+    return theory_config(tuple(extra) + preset.overrides + scaled + (f"train.seed={seed}",))
 
 
 def _timed(fn, *args, **kwargs):
@@ -86,7 +93,7 @@ def run_certify(preset: Preset, *, log=print) -> dict:
     for n in preset.sample_sizes:
         for seed in preset.seeds:
             s = draw_samples(truth, n, seed=seed)
-            config = _config(preset, seed)
+            config = _config(preset, seed, n=n, n_users=truth.n_users)
             model, seconds = _timed(fit_to_draws, s.targets, s.cert, config)
             estimators = {"model": ModelEstimator(model), "per_user_empirical": PerUserEmpirical(s.targets).select(s.cert),
                           "global_popularity": GlobalPopularity(s.targets).select(s.cert)}
@@ -167,7 +174,7 @@ def run_bounds(preset: Preset, *, log=print) -> dict:
     for n in preset.sample_sizes:
         for seed in preset.seeds:
             s = draw_samples(truth, n, seed=seed)
-            config = _config(preset, seed, BOUNDS_OVERRIDES)
+            config = _config(preset, seed, BOUNDS_OVERRIDES, n=n, n_users=truth.n_users)
             split, split_seconds = _timed(fit_to_draws, s.targets, s.cert, config, inputs=s.inputs)
             same, same_seconds = _timed(fit_to_draws, s.targets, s.cert, config)
             run = {"n": n, "seed": seed, "fit_seconds": {"split": split_seconds, "same_sample": same_seconds},
@@ -209,14 +216,16 @@ def _truth_record(truth) -> dict:
 
 
 def run_theory(experiment: str, *, quick: bool = False, out_dir: str | Path | None = None,
-               sizes: tuple[int, ...] | None = None, seeds: tuple[int, ...] | None = None, log=print) -> dict:
-    """Runs `experiment` (one of EXPERIMENTS) with the quick or full preset, its N grid and seeds
-    replaced by `sizes` and `seeds` when given, and writes `<out_dir>/<experiment>.json|md|png`
+               sizes: tuple[int, ...] | None = None, seeds: tuple[int, ...] | None = None,
+               l2_per_draw: float | None = None, log=print) -> dict:
+    """Runs `experiment` (one of EXPERIMENTS) with the quick or full preset, its N grid, seeds
+    and `l2_per_draw` replaced when given, and writes `<out_dir>/<experiment>.json|md|png`
     (default out_dir: ./theory-results/<preset> under the current directory)."""
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown theory experiment {experiment!r}: expected one of {EXPERIMENTS}")
     preset = PRESETS[(experiment, "quick" if quick else "full")]
-    preset = dataclasses.replace(preset, sample_sizes=tuple(sizes or preset.sample_sizes), seeds=tuple(seeds or preset.seeds))
+    preset = dataclasses.replace(preset, sample_sizes=tuple(sizes or preset.sample_sizes), seeds=tuple(seeds or preset.seeds),
+                                 l2_per_draw=preset.l2_per_draw if l2_per_draw is None else l2_per_draw)
     out = Path(out_dir) if out_dir is not None else Path("theory-results") / preset.name
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -224,6 +233,7 @@ def run_theory(experiment: str, *, quick: bool = False, out_dir: str | Path | No
     command = ["convae theory", experiment] + ["--quick"] * quick
     command += ["--sizes", *map(str, sizes)] if sizes else []
     command += ["--seeds", *map(str, seeds)] if seeds else []
+    command += ["--l2-per-draw", str(l2_per_draw)] if l2_per_draw is not None else []
     result["environment"] = reporting.environment(command=" ".join(command), wall_seconds=time.perf_counter() - start)
     (out / f"{experiment}.json").write_text(json.dumps(result, indent=1, default=float))
     if experiment == "certify":

@@ -29,6 +29,7 @@ def certify_plot(result, path) -> None:
     for kind, style in (("best", "k-"), ("centred", "k--"), ("plain", "k:")):
         n, mean, _ = _series(runs, lambda r, kind=kind: r["certificate"][kind]["tv_bound"])
         axes[0].plot(n, mean, style, marker="v", label=f"Conv4Rec certified ({kind}), 95%")
+    axes[0].axhline(1.0, color="grey", linestyle=":", label="TV ≤ 1 always: certificates above it are vacuous")
     axes[0].set(xscale="log", yscale="log", xlabel="N (scored draws)", ylabel="E_u TV(p_u, q_u)",
                 title="recovery: measured and certified TV")
     for j, (name, label) in enumerate(ESTIMATOR_LABELS.items()):
