@@ -37,13 +37,17 @@ def test_empirical_bernstein_covers_the_mean_at_its_level():
 def test_certificate_reads_pinsker_plus_smoothing():
     assert certified_tv(0.08, smoothing=0.001) == pytest.approx(0.2 + 0.001)
     assert certified_tv(-0.01, smoothing=0.0) == 0.0
-    out = certify(np.full(10, 2.0), np.full(10, 1.5), np.ones(10), entropy=1.5, log_floor=-5.0, n_outputs=10,
-                  candidates=4, smoothing=0.01)
+    out = certify(np.full(10, 2.0), np.full(10, 1.5), np.ones(10), entropy=1.5, n_outputs=10, candidates=4,
+                  smoothing=0.01, clip=5.0)
     log_term = math.log(2 * 8 / 0.05)  # δ split over 4 candidate epochs and 2 certificates; no variance
     b = math.log(10 / 0.01)
     assert out["plain"]["kl_bound"] == pytest.approx(0.5 + 7 * b * log_term / 27)
     assert out["centred"]["kl_bound"] == pytest.approx(0.5 + 7 * (b + 5.0) * log_term / 27)
     assert out["best"] == out["plain"]
+    # the clip only raises Z: an excess of −7 nats counts as −5, so the bound stays above the true mean
+    clipped = certify(np.array([0.0, 3.0]), np.array([7.0, 0.0]), np.ones(2), entropy=0.0, n_outputs=10,
+                      candidates=1, smoothing=0.01, clip=5.0)
+    assert clipped["centred"]["kl_bound"] > (-5.0 + 3.0) / 2
 
 
 def test_local_slopes_and_power_law_recover_a_known_curve():

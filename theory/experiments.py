@@ -23,7 +23,7 @@ import numpy as np
 
 from theory import bounds as bounds_lib
 from theory import plots, rates, reporting
-from theory.certificate import CERT_SMOOTHING, certify, truth_log_floor
+from theory.certificate import CERT_SMOOTHING, certify
 from theory.estimators import (
     GlobalPopularity,
     ModelEstimator,
@@ -88,7 +88,7 @@ def _timed(fn, *args, **kwargs):
 def run_certify(preset: Preset, *, log=print) -> dict:
     """Recovery of every estimator, the model's certificate, and the rates, for every (N, seed)."""
     truth = make_truth(**preset.truth)
-    entropy, log_floor = conditional_entropy(truth), truth_log_floor(truth)
+    entropy = conditional_entropy(truth)
     runs = []
     for n in preset.sample_sizes:
         for seed in preset.seeds:
@@ -105,7 +105,7 @@ def run_certify(preset: Preset, *, log=print) -> dict:
                    **{name: recovery_distances(truth, e) for name, e in estimators.items()}}
             run["certificate"] = certify(
                 draw_log_losses(estimators["model"], s.cert, smoothing=CERT_SMOOTHING),
-                draw_log_losses(TruthEstimator(truth), s.cert), s.cert.count, entropy=entropy, log_floor=log_floor,
+                draw_log_losses(TruthEstimator(truth), s.cert), s.cert.count, entropy=entropy,
                 n_outputs=truth.n_items * truth.n_channels, candidates=config.train.max_epochs)
             runs.append(run)
             log(f"N={n} seed={seed}: " + "  ".join(f"{k} TV {run[k]['tv_joint']:.4f}" for k in ESTIMATORS)
