@@ -45,25 +45,27 @@ def certify_plot(result, path) -> None:
         ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
 
 
 def bounds_plot(result, path) -> None:
     """Left: the gaps of both modes and the leakage; right: the split-mode bounds beside the
-    split gap, log-log."""
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5))
+    split gap, log-log. Legends sit beside their panels, so no curve hides behind them."""
+    fig, axes = plt.subplots(1, 2, figsize=(17, 5.5))
     runs = result["runs"]
     for label, value, style in (
             ("Conv4Rec same-sample gap", lambda r: r["same_sample"]["log_loss"]["gap"], "C0-o"),
             ("Conv4Rec split gap (smoothed)", lambda r: r["split"]["smoothed"]["gap"], "C1-o"),
-            ("Conv4Rec leakage", lambda r: r["leakage"], "C2-s"),
+            ("|Conv4Rec leakage| (hollow where negative)", lambda r: r["leakage"], "C2-s"),
             ("per-user same-sample gap", lambda r: r["per_user"]["same_sample"]["log_loss"]["gap"], "C0:^"),
             ("per-user split |gap|", lambda r: abs(r["per_user"]["split"]["log_loss"]["gap"]), "C1:^"),
             ("per-user Hoeffding term", lambda r: r["per_user"]["split"]["hoeffding"], "k:"),
     ):
         n, mean, _ = _series(runs, value)
-        axes[0].plot(n, mean, style, label=label)
+        line = axes[0].plot(n, np.abs(mean), style, label=label)[0]
+        negative = mean < 0
+        axes[0].plot(n[negative], -mean[negative], "s", mfc="white", color=line.get_color())
     axes[0].set(xscale="log", yscale="log", xlabel="N (scored draws)", ylabel="nats",
                 title="generalization gap: same-sample vs split (leakage)")
     n, gap, _ = _series(runs, lambda r: r["split"]["smoothed"]["gap"])
@@ -76,8 +78,8 @@ def bounds_plot(result, path) -> None:
     axes[1].set(xscale="log", yscale="log", xlabel="N (scored draws)", ylabel="nats",
                 title="split mode, ℓ2 inputs, smoothed loss: bounds on the gap")
     for ax in axes:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)

@@ -70,8 +70,8 @@ def certify_markdown(result) -> str:
                      + f" | {cert['centred'][n][0]:.4f} ± {cert['centred'][n][1]:.4f}"
                      + f" | {cert['plain'][n][0]:.4f} ± {cert['plain'][n][1]:.4f} | {kl[n][0]:.4f} ± {kl[n][1]:.4f} |")
     c = runs[0]["certificate"]
-    lines += ["", (f"Certificates of the deployed model at δ = {c['delta']}, split over {c['candidates']} candidate "
-              f"epochs and the two forms; γ = {c['smoothing']} (certified TV = √(KL bound / 2) + γ)."), "",
+    lines += ["", (f"Certificates of the deployed model at δ = {c['delta']}, split over {c['candidates']} candidates "
+              f"(epochs × configurations compared on S_cert) and the two forms; γ = {c['smoothing']} (certified TV = √(KL bound / 2) + γ)."), "",
               "| estimator | part | slope of log TV on log N (all runs, OLS) | 95% CI |", "|---|---|---:|---|"]
     for k in names:
         for part, entry in result["tv_slopes"][k].items():
