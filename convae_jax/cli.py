@@ -79,7 +79,7 @@ def _cmd_theory(args) -> int:
     from theory.experiments import run_theory
 
     run_theory(args.experiment, quick=args.quick, out_dir=args.out, sizes=args.sizes, seeds=args.seeds,
-               l2_per_draw=args.l2_per_draw)
+               l2_per_draw=args.l2_per_draw, overrides=tuple(args.override or ()))
     return 0
 
 
@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     theory.add_argument("--sizes", type=int, nargs="+", help="replace the preset's grid of N")
     theory.add_argument("--seeds", type=int, nargs="+", help="replace the preset's seeds")
     theory.add_argument("--l2-per-draw", type=float, help="λ: train.l2 = λ·N/m at each N (a norm budget fixed in N)")
+    theory.add_argument("--override", action="append", help="a config assignment section.field=value after the preset's (repeatable)")
     theory.add_argument("--out", type=Path, help="results folder (default: ./theory-results/<preset>)")
     theory.set_defaults(run=_cmd_theory)
 

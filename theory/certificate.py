@@ -25,7 +25,6 @@ import math
 
 import numpy as np
 
-
 CERT_DELTA = 0.05  # confidence of the certificate
 CERT_SMOOTHING = 1e-3  # γ of the certified smoothed model: adds at most γ to the certified TV
 CENTRED_CLIP = 5.0  # c: the centred certificate's Z = log p − log q̃ is clipped below at −c nats

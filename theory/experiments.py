@@ -119,17 +119,19 @@ def run_certify(preset: Preset, *, log=print) -> dict:
 
 
 def certify_rates(runs) -> dict:
-    """Global and local slopes of TV for every estimator, and the power-law fit of KL(N)."""
+    """Global and local slopes of TV for every estimator, and the power-law fit of KL(N); empty
+    parts where the grid is too short for them (one N: none; the power law needs four)."""
     sizes = [r["n"] for r in runs]
+    grid = len(set(sizes))
     tv = lambda name: [r[name]["tv_joint"] for r in runs]
     return {
         "tv_slopes": {name: {part: reporting.log_log_slope(sizes, [r[name][f"tv_{part}"] for r in runs])
-                             for part in ("joint", "implicit", "explicit")} for name in ESTIMATORS},
-        "tv_local_slopes": {name: rates.local_slopes(sizes, tv(name)) for name in ESTIMATORS},
-        "kl_local_slopes": {name: rates.local_slopes(sizes, [r[name]["kl_joint"] for r in runs]) for name in ESTIMATORS},
+                             for part in ("joint", "implicit", "explicit")} for name in ESTIMATORS} if grid > 2 else {},
+        "tv_local_slopes": {name: rates.local_slopes(sizes, tv(name)) for name in ESTIMATORS} if grid > 1 else {},
+        "kl_local_slopes": {name: rates.local_slopes(sizes, [r[name]["kl_joint"] for r in runs]) for name in ESTIMATORS}
+        if grid > 1 else {},
         "kl_power_law": {name: rates.power_law_fit(sizes, [r[name]["kl_joint"] for r in runs])
-                         for name in ("model",) + tuple(f"low_rank_{r}" for r in RANKS)}
-        if len(set(sizes)) > 3 else {},
+                         for name in ("model",) + tuple(f"low_rank_{r}" for r in RANKS)} if grid > 3 else {},
     }
 
 
@@ -220,15 +222,16 @@ def _truth_record(truth) -> dict:
 
 def run_theory(experiment: str, *, quick: bool = False, out_dir: str | Path | None = None,
                sizes: tuple[int, ...] | None = None, seeds: tuple[int, ...] | None = None,
-               l2_per_draw: float | None = None, log=print) -> dict:
+               l2_per_draw: float | None = None, overrides: tuple[str, ...] = (), log=print) -> dict:
     """Runs `experiment` (one of EXPERIMENTS) with the quick or full preset, its N grid, seeds
-    and `l2_per_draw` replaced when given, and writes `<out_dir>/<experiment>.json|md|png`
+    and `l2_per_draw` replaced when given and `overrides` (config assignments) appended, and writes `<out_dir>/<experiment>.json|md|png`
     (default out_dir: ./theory-results/<preset> under the current directory)."""
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown theory experiment {experiment!r}: expected one of {EXPERIMENTS}")
     preset = PRESETS[(experiment, "quick" if quick else "full")]
     preset = dataclasses.replace(preset, sample_sizes=tuple(sizes or preset.sample_sizes), seeds=tuple(seeds or preset.seeds),
-                                 l2_per_draw=preset.l2_per_draw if l2_per_draw is None else l2_per_draw)
+                                 l2_per_draw=preset.l2_per_draw if l2_per_draw is None else l2_per_draw,
+                                 overrides=preset.overrides + tuple(overrides))
     out = Path(out_dir) if out_dir is not None else Path("theory-results") / preset.name
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -237,6 +240,7 @@ def run_theory(experiment: str, *, quick: bool = False, out_dir: str | Path | No
     command += ["--sizes", *map(str, sizes)] if sizes else []
     command += ["--seeds", *map(str, seeds)] if seeds else []
     command += ["--l2-per-draw", str(l2_per_draw)] if l2_per_draw is not None else []
+    command += [f"--override {o}" for o in overrides]
     result["environment"] = reporting.environment(command=" ".join(command), wall_seconds=time.perf_counter() - start)
     (out / f"{experiment}.json").write_text(json.dumps(result, indent=1, default=float))
     if experiment == "certify":

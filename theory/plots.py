@@ -33,7 +33,7 @@ def certify_plot(result, path) -> None:
     axes[0].set(xscale="log", yscale="log", xlabel="N (scored draws)", ylabel="E_u TV(p_u, q_u)",
                 title="recovery: measured and certified TV")
     for j, (name, label) in enumerate(ESTIMATOR_LABELS.items()):
-        local = result["tv_local_slopes"][name]
+        local = result["tv_local_slopes"].get(name, [])
         mid = np.array([np.sqrt(e["from"] * e["to"]) for e in local]) * (1 + 0.03 * (j - 2))
         slope = np.array([e["slope"] for e in local])
         err = np.abs(np.array([e["ci95"] for e in local]).T - slope)

@@ -71,8 +71,13 @@ def certify_markdown(result) -> str:
                      + f" | {cert['plain'][n][0]:.4f} ± {cert['plain'][n][1]:.4f} | {kl[n][0]:.4f} ± {kl[n][1]:.4f} |")
     c = runs[0]["certificate"]
     lines += ["", (f"Certificates of the deployed model at δ = {c['delta']}, split over {c['candidates']} candidates "
-              f"(epochs × configurations compared on S_cert) and the two forms; γ = {c['smoothing']} (certified TV = √(KL bound / 2) + γ)."), "",
-              "| estimator | part | slope of log TV on log N (all runs, OLS) | 95% CI |", "|---|---|---:|---|"]
+              f"(epochs × configurations compared on S_cert) and the two forms; γ = {c['smoothing']} (certified TV = √(KL bound / 2) + γ)."), ""]
+    if not result["tv_slopes"]:  # a grid too short for rates: only the local slopes, if any
+        for k in names:
+            lines += [f"{ESTIMATOR_LABELS[k]}: local TV slope " + ", ".join(
+                f"{e['from']}→{e['to']} {e['slope']:.3f} {_ci(e)}" for e in result["tv_local_slopes"].get(k, []))]
+        return "\n".join(lines) + "\n"
+    lines += ["| estimator | part | slope of log TV on log N (all runs, OLS) | 95% CI |", "|---|---|---:|---|"]
     for k in names:
         for part, entry in result["tv_slopes"][k].items():
             lines.append(f"| {ESTIMATOR_LABELS[k]} | {part} | {entry['slope']:.3f} | {_ci(entry)} |")
