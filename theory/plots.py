@@ -32,8 +32,12 @@ def certify_plot(result, path) -> None:
     axes[0].axhline(1.0, color="grey", linestyle=":", label="TV ≤ 1 always: certificates above it are vacuous")
     axes[0].set(xscale="log", yscale="log", xlabel="N (scored draws)", ylabel="E_u TV(p_u, q_u)",
                 title="recovery: measured and certified TV")
+    if not result["tv_local_slopes"]:  # one N: no slope to draw
+        axes[1].set_visible(False)
     for j, (name, label) in enumerate(ESTIMATOR_LABELS.items()):
         local = result["tv_local_slopes"].get(name, [])
+        if not local:
+            continue
         mid = np.array([np.sqrt(e["from"] * e["to"]) for e in local]) * (1 + 0.03 * (j - 2))
         slope = np.array([e["slope"] for e in local])
         err = np.abs(np.array([e["ci95"] for e in local]).T - slope)
