@@ -116,9 +116,15 @@ def _cmd_explain(args) -> int:
 
 
 def _cmd_theory(args) -> int:
-    from theory.experiments import run_theory
+    from theory.experiments import run_theory, write_report
 
-    run_theory(args.experiment, quick=args.quick, out_dir=args.out)
+    if args.report_only:
+        if args.out is None:
+            raise ConvaeError("--report-only rewrites the report of an existing run: give its folder with --out")
+        write_report(args.experiment, args.out)
+        return 0
+    run_theory(args.experiment, quick=args.quick, out_dir=args.out, sizes=args.sizes, seeds=args.seeds,
+               l2_per_draw=args.l2_per_draw, overrides=tuple(args.override or ()))
     return 0
 
 
@@ -160,10 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--png", type=Path, help="also save the bar chart here")
     explain.set_defaults(run=_cmd_explain)
 
-    theory = sub.add_parser("theory", help="theory checks on synthetic data: TV recovery, generalization bounds")
-    theory.add_argument("experiment", choices=("recovery", "bounds"))
+    theory = sub.add_parser("theory", help="theory checks on synthetic data: certified recovery, generalization bounds")
+    theory.add_argument("experiment", choices=("certify", "bounds"),
+                        help="certify: TV recovery with a held-out certificate; bounds: split-mode bounds and leakage")
     theory.add_argument("--quick", action="store_true", help="the small preset (minutes); default: the full preset")
-    theory.add_argument("--out", type=Path, help="results folder (default: theory/results/<preset>)")
+    theory.add_argument("--sizes", type=int, nargs="+", help="replace the preset's grid of N")
+    theory.add_argument("--seeds", type=int, nargs="+", help="replace the preset's seeds")
+    theory.add_argument("--l2-per-draw", type=float, help="λ: train.l2 = λ·N/m at each N (a norm budget fixed in N)")
+    theory.add_argument("--override", action="append",
+                        help="a config assignment section.field=value after the preset's (repeatable)")
+    theory.add_argument("--out", type=Path, help="results folder (default: ./theory-results/<preset>)")
+    theory.add_argument("--report-only", action="store_true", help="only rewrite the .md and .png from the JSON in --out")
     theory.set_defaults(run=_cmd_theory)
     return parser
 

@@ -83,7 +83,9 @@ def evaluated_weights(state: TrainState, config: Config) -> dict:
 
 
 def make_loss_fn(*, model: Conv4Rec, config: Config, batch_rows: int):
-    """`loss(params, batch, key) -> scalar`: batch-mean joint loss with input dropout, plus L2."""
+    """`loss(params, batch, key) -> scalar`: batch-mean joint loss with input dropout, plus L2.
+    The encoder reads `batch.count` (dropped out); the loss scores `batch.target` when the batch
+    has one (separate inputs, see `fit`), else the same `batch.count` before dropout."""
     mc = config.model
     keep_prob = 1.0 - mc.input_dropout
     penalised = set(weight_names(jax.eval_shape(lambda key: init_params(model, key), jax.random.key(0))))
@@ -99,7 +101,8 @@ def make_loss_fn(*, model: Conv4Rec, config: Config, batch_rows: int):
             lambda: model.apply({"params": params}, h_padded[batch.segment], batch.col, method=Conv4Rec.entry_logits),
             batch.segment, batch.col, n_cols=model.n_cols, chunk=mc.logit_chunk)
         explicit_weight = jnp.ones_like(keep) if mc.explicit_on == "all" else 1.0 - keep
-        per_row = losses.row_losses(entry_logits, log_z, batch.segment, batch.channel, batch.count, explicit_weight,
+        scored = batch.count if batch.target is None else batch.target
+        per_row = losses.row_losses(entry_logits, log_z, batch.segment, batch.channel, scored, explicit_weight,
                                     rating_weight=mc.rating_weight, n_rows=batch_rows,
                                     implicit_weight=mc.implicit_weight)
         data_loss = jnp.sum(per_row * batch.row_mask) / jnp.maximum(jnp.sum(batch.row_mask), 1.0)
@@ -163,7 +166,7 @@ class EpochRecord:
 
 
 def fit(train: Interactions, config: Config, *, validation: Interactions | None = None,
-        on_epoch: Callable[[EpochRecord], None] | None = None,
+        inputs: Interactions | None = None, on_epoch: Callable[[EpochRecord], None] | None = None,
         validation_metrics: Callable[[FittedModel, Interactions], dict] | None = None,
         checkpoint_dir=None, resume: bool = False) -> FittedModel:
     """Trains Conv4Rec on `train` and returns the model at the validation-selected epoch.
@@ -174,6 +177,12 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
     reads all of `train` (validation pairs included): at prediction time a user's whole known
     history is the input. `validation_metrics(snapshot, validation) -> dict` replaces the rating
     metrics of the validation pairs (e.g. a held-out joint NLL); it must return `select_metric`.
+
+    `inputs` separates what the encoder reads from what the loss scores: the rows' inputs are
+    built from `inputs` alone and the loss scores `train` alone, and the returned model reads
+    `inputs`. With `inputs` drawn independently of `train`, each row's input is a fixed function
+    of the row given `inputs`, so the scored entries are independent of it (the setting of
+    uniform-convergence bounds; `theory/README.md`). Default: `train` is both, as in the paper.
 
     With `checkpoint_dir`, a checkpoint (`convae_jax.checkpoint`) is written after every
     `train.checkpoint_every`-th epoch (default: every epoch) and after the last one, which is
@@ -191,10 +200,20 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
         reuse_freed_memory()
     if train.nnz == 0:
         raise ConvaeError("cannot train on an empty set of interactions")
+    if inputs is not None and config.model.explicit_on != "all":
+        raise ConvaeError("separate inputs need model.explicit_on='all': the scored entries are not input entries, "
+                          "so none of them is dropped from the input")
     full_train = train
     if validation is None and tc.validation_fraction > 0:
         train, validation = holdout_interactions(train, fraction=tc.validation_fraction, seed=tc.seed + 7919)
-    matrix = RowMatrix.from_interactions(train, orientation=config.model.orientation)
+    if inputs is None:
+        matrix = RowMatrix.from_interactions(train, orientation=config.model.orientation)
+        active_rows = np.flatnonzero(matrix.lengths > 0)
+    else:
+        matrix = RowMatrix.from_inputs_and_targets(inputs, train, orientation=config.model.orientation)
+        scored = np.add.reduceat(np.append(matrix.target, 0.0), matrix.indptr[:-1]) * (matrix.lengths > 0)
+        active_rows = np.flatnonzero(scored > 0)
+    read = full_train if inputs is None else inputs  # what the returned model's encoder reads
     model = build_model(config.model, n_cols=matrix.n_cols, n_channels=train.n_channels)
     root = jax.random.key(tc.seed)
     params = init_params(model, jax.random.fold_in(root, 0))
@@ -202,13 +221,13 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
     state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
     step = make_train_step(model=model, tx=tx, config=config, dropout_key=jax.random.fold_in(root, 1))
     shuffle_rng = np.random.default_rng(np.asarray(jax.random.key_data(jax.random.fold_in(root, 2))))
-    active_rows = np.flatnonzero(matrix.lengths > 0)
     budget = entry_budget(matrix.lengths, tc.batch_rows)
 
     checkpoints = None
     progress = _Progress()
     if checkpoint_dir is not None:
-        checkpoints = CheckpointDir(checkpoint_dir, config=config, fingerprint=data_fingerprint(train, validation))
+        fingerprint = data_fingerprint(train, validation, *(() if inputs is None else (inputs,)))
+        checkpoints = CheckpointDir(checkpoint_dir, config=config, fingerprint=fingerprint)
         if not resume and checkpoints.complete():
             raise CheckpointError(f"{checkpoint_dir} already holds checkpoints; resume the run or use a new directory")
         found = checkpoints.latest({"state": state, "best": state.params}) if resume else None
@@ -231,7 +250,7 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
         _guard_divergence(batch_losses, host, epoch=epoch, first_step=first_step, checkpoints=checkpoints)
         train_loss = float(np.mean(batch_losses))
         seconds = time.perf_counter() - start
-        snapshot = FittedModel(config, params, train)
+        snapshot = FittedModel(config, params, train if inputs is None else inputs)
         scorer = validation_metrics or _validation_metrics
         metrics = scorer(snapshot, validation) if validation is not None and validation.nnz else {}
         record = EpochRecord(epoch, train_loss, seconds, active_rows.size / seconds, metrics)
@@ -257,7 +276,7 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
     bar.close()
     if progress.best_params is None:
         raise ConvaeError(f"no epoch produced a finite validation {tc.select_metric}")
-    fitted = FittedModel(config, progress.best_params, full_train, tuple(progress.history))
+    fitted = FittedModel(config, progress.best_params, read, tuple(progress.history))
     warn_if_encoder_collapsed(fitted)
     return fitted
 

@@ -33,3 +33,15 @@ def test_report_regenerates_from_its_json(report):
 def test_speed_tables_regenerate_from_their_records(folder, device):
     records = speed_report.load_results(RESULTS / folder, device)
     assert speed_report.markdown(records) == (RESULTS / folder / f"{device}.md").read_text()
+
+
+THEORY_RESULTS = Path(__file__).resolve().parents[1] / "theory" / "results"
+
+
+@pytest.mark.parametrize("report", sorted(str(p.relative_to(THEORY_RESULTS)) for p in THEORY_RESULTS.glob("*/*.md")))
+def test_theory_reports_regenerate_from_their_json(report):
+    from theory import reporting
+
+    path = THEORY_RESULTS / report
+    markdown = reporting.certify_markdown if path.stem == "certify" else reporting.bounds_markdown
+    assert markdown(json.loads(path.with_suffix(".json").read_text())) == path.read_text()

@@ -8,10 +8,22 @@ from hypothesis import strategies as st
 
 from convae_jax.data import Interactions
 from convae_jax.predict import FittedModel
-from theory.estimators import GlobalPopularity, ModelEstimator, PerUserEmpirical, mean_log_loss
+from theory.estimators import (
+    GlobalPopularity,
+    ModelEstimator,
+    PerUserEmpirical,
+    mean_log_loss,
+    smoothed,
+)
 from theory.fitting import theory_config
-from theory.recovery import kl_divergence, recovery_distances, total_variation, user_distances
-from theory.synthetic import draw_sample
+from theory.recovery import (
+    kl_divergence,
+    population_log_loss,
+    recovery_distances,
+    total_variation,
+    user_distances,
+)
+from theory.synthetic import conditional_entropy, draw_samples
 
 
 def test_distance_of_a_distribution_to_itself_is_zero(small_truth):
@@ -54,7 +66,7 @@ def test_pinsker_inequality_on_random_pairs(seed, concentration, size):
 
 
 def test_recovery_averages_under_the_user_marginal_and_reports_pinsker(small_truth):
-    fit, held = draw_sample(small_truth, 3000, seed=0)
+    fit, _, held = draw_samples(small_truth, 3000, seed=0)
     result = recovery_distances(small_truth, GlobalPopularity(fit).select(held))
     assert result["pinsker_holds_share"] == 1.0
     assert 0 < result["tv_joint"] < 1 and result["tv_implicit"] <= result["tv_joint"] + 1e-12
@@ -62,7 +74,7 @@ def test_recovery_averages_under_the_user_marginal_and_reports_pinsker(small_tru
 
 
 def test_per_user_empirical_is_the_smoothed_frequency_and_alpha_is_selected(small_truth):
-    fit, held = draw_sample(small_truth, 2000, seed=1)
+    fit, _, held = draw_samples(small_truth, 2000, seed=1)
     est = PerUserEmpirical(fit, alpha=0.5)
     user = int(fit.user[0])
     counts = np.zeros((small_truth.n_items, small_truth.n_channels))
@@ -105,3 +117,17 @@ def test_hand_built_parameters_reproduce_the_truth_exactly(small_truth):
     params["decoder_kernel"] = params["decoder_kernel"] * 0.5  # a wrong model is measured as wrong
     wrong = recovery_distances(small_truth, ModelEstimator(FittedModel(config, params, train)))
     assert wrong["tv_joint"] > 0.05
+
+
+def test_population_log_loss_is_entropy_plus_kl_and_smoothing_mixes_in_the_uniform(small_truth):
+    """R(q) = H + E_u KL(p_u ‖ q_u) exactly (γ = 0); the γ-smoothed loss is the log-loss of
+    (1 − γ) q + γ/K, checked on a hand pair of cells."""
+    fit, _, held = draw_samples(small_truth, 3000, seed=2)
+    estimator = GlobalPopularity(fit).select(held)
+    kl = recovery_distances(small_truth, estimator)["kl_joint"]
+    np.testing.assert_allclose(population_log_loss(small_truth, estimator), conditional_entropy(small_truth) + kl,
+                               rtol=1e-10)
+    smoothed_risk = population_log_loss(small_truth, estimator, smoothing=0.1)
+    assert abs(smoothed_risk - population_log_loss(small_truth, estimator)) < 0.2  # a 10% mix moves it a little
+    log_q = np.log(np.array([[[0.9, 0.1]]]))  # one user, K = 2 cells
+    np.testing.assert_allclose(np.exp(smoothed(log_q, 0.5)), [[[0.5 * 0.9 + 0.25, 0.5 * 0.1 + 0.25]]], rtol=1e-12)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from theory.recovery import total_variation
-from theory.synthetic import conditional_entropy, draw_sample, empirical_joint, joint_array, make_truth, user_batches
+from theory.synthetic import (
+    conditional_entropy,
+    draw_samples,
+    empirical_joint,
+    joint_array,
+    make_truth,
+    user_batches,
+)
 
 
 def test_joint_array_is_a_distribution_and_matches_the_user_batches(small_truth):
@@ -44,10 +51,11 @@ def test_sampling_frequencies_converge_to_the_exact_joint(small_truth):
     assert distances[2] < 0.12
 
 
-def test_draw_sample_splits_n_draws_into_independent_fit_and_heldout_parts(small_truth):
-    fit, held = draw_sample(small_truth, 1000, seed=4)
-    assert (fit.count.sum(), held.count.sum()) == (900, 100)
-    again_fit, _ = draw_sample(small_truth, 1000, seed=4)
-    np.testing.assert_array_equal(fit.item, again_fit.item)  # seeded
-    other, _ = draw_sample(small_truth, 1000, seed=5)
-    assert not np.array_equal(fit.item[:50], other.item[:50])
+def test_draw_samples_gives_three_independent_seeded_samples(small_truth):
+    s = draw_samples(small_truth, 1000, seed=4)
+    assert (s.inputs.count.sum(), s.targets.count.sum(), s.cert.count.sum()) == (1000, 1000, 100)
+    again = draw_samples(small_truth, 1000, seed=4)
+    np.testing.assert_array_equal(s.targets.item, again.targets.item)  # seeded
+    assert not np.array_equal(s.inputs.item[:50], s.targets.item[:50])  # separate streams
+    other = draw_samples(small_truth, 1000, seed=5)
+    assert not np.array_equal(s.targets.item[:50], other.targets.item[:50])

@@ -342,3 +342,37 @@ def test_head_extensions_train_save_and_score_every_path(small_data, tmp_path, o
     folded = next(model.fold_in(test.subset(np.isin(test.user, scores.users))).score())
     np.testing.assert_allclose(np.exp(folded.log_p_rating).sum(-1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(np.exp(folded.log_p_consume).sum(-1), 1.0, rtol=1e-4)
+
+
+def test_separate_inputs_equal_to_the_targets_train_the_default_model(small_data):
+    """`fit(inputs=train)` builds each row's input from input entries and scores target entries,
+    here the same interactions: without dropout it is the default training, summed in another
+    order (float32 tolerance after three epochs)."""
+    cfg = quick_config("user", max_epochs=3, patience=3, validation_fraction=0.0).override(["model.input_dropout=0.0"])
+    default, split = fit(small_data, cfg), fit(small_data, cfg, inputs=small_data)
+    assert split.train is small_data
+    for a, b in zip(jax.tree_util.tree_leaves(default.params), jax.tree_util.tree_leaves(split.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_separate_inputs_are_read_and_targets_scored(small_data):
+    """The returned model reads `inputs`; a target row without inputs is still scored, and a row
+    with inputs but no targets is not trained on (the loss sees only target entries)."""
+    inputs = small_data.subset(small_data.user < 40)
+    targets = small_data.subset(small_data.user >= 20)
+    cfg = quick_config("user", max_epochs=2, patience=2, validation_fraction=0.0)
+    model = fit(targets, cfg, inputs=inputs)
+    assert model.train is inputs
+    assert model.matrix.lengths[45] == 0 and model.matrix.lengths[5] > 0
+    with pytest.raises(ConvaeError, match="explicit_on='all'"):
+        fit(targets, cfg.override(["model.explicit_on=dropped"]), inputs=inputs)
+
+
+def test_a_matrix_of_inputs_and_targets_keeps_them_apart(small_data):
+    inputs, targets = small_data.subset(np.arange(0, small_data.nnz, 2)), small_data.subset(np.arange(1, small_data.nnz, 2))
+    matrix = RowMatrix.from_inputs_and_targets(inputs, targets, orientation="user")
+    assert matrix.count.sum() == pytest.approx(inputs.count.sum())
+    assert matrix.target.sum() == pytest.approx(targets.count.sum())
+    assert np.all((matrix.count == 0) != (matrix.target == 0))
+    batch = next(iterate_batches(matrix, np.arange(matrix.n_rows), batch_rows=8, budget=entry_budget(matrix.lengths, 8)))
+    assert batch.target is not None and batch.target.shape == batch.count.shape

@@ -22,17 +22,31 @@ from convae_jax.predict import FittedModel
 ALPHA_GRID = tuple(float(a) for a in np.logspace(-3, 1, 17))  # candidate smoothing strengths
 
 
-def mean_log_loss(estimator, draws: Interactions, *, batch: int = 256) -> float:
-    """Mean −log p̂_u(i, c) over `draws` (counts as multiplicity), in nats."""
+def smoothed(log_q, smoothing: float):
+    """log((1 − γ) q + γ/K) over the last two axes' K cells: the estimate mixed with γ of the
+    uniform distribution, whose log-loss is the γ-smoothed loss (in [0, ln(K/γ)]); γ = 0: log q."""
+    if smoothing == 0:
+        return log_q
+    k = log_q.shape[-1] * log_q.shape[-2]
+    return np.logaddexp(np.log1p(-smoothing) + log_q, np.log(smoothing / k))
+
+
+def draw_log_losses(estimator, draws: Interactions, *, smoothing: float = 0.0, batch: int = 256) -> np.ndarray:
+    """−log p̂_u(i, c) of every entry of `draws` (nnz,), γ-smoothed; an entry stands for `count` draws."""
+    out = np.empty(draws.nnz)
     users = np.unique(draws.user)
-    total = 0.0
     for start in range(0, users.size, batch):
         block = users[start:start + batch]
-        log_p = estimator.log_joint(block)
+        log_p = smoothed(estimator.log_joint(block), smoothing)
         mask = np.isin(draws.user, block)
         rows = np.searchsorted(block, draws.user[mask])
-        total -= float(draws.count[mask] @ log_p[rows, draws.item[mask], draws.channel[mask]])
-    return total / float(draws.count.sum())
+        out[mask] = -log_p[rows, draws.item[mask], draws.channel[mask]]
+    return out
+
+
+def mean_log_loss(estimator, draws: Interactions, *, smoothing: float = 0.0) -> float:
+    """Mean −log p̂_u(i, c) over `draws` (counts as multiplicity), in nats, γ-smoothed."""
+    return float(draws.count @ draw_log_losses(estimator, draws, smoothing=smoothing)) / float(draws.count.sum())
 
 
 @dataclasses.dataclass(eq=False)
@@ -68,7 +82,7 @@ class PerUserEmpirical:
         denominator = self.totals[users] + self.alpha * d.n_items * d.n_channels
         return np.log((dense + self.alpha) / denominator[:, None]).reshape(len(users), d.n_items, d.n_channels)
 
-    def select(self, heldout: Interactions, grid=ALPHA_GRID) -> "PerUserEmpirical":
+    def select(self, heldout: Interactions, grid=ALPHA_GRID) -> PerUserEmpirical:
         return _select(self, heldout, grid)
 
 
@@ -90,7 +104,7 @@ class GlobalPopularity:
     def log_joint(self, users) -> np.ndarray:
         return np.broadcast_to(self.log_table, (len(users),) + self.log_table.shape)
 
-    def select(self, heldout: Interactions, grid=ALPHA_GRID) -> "GlobalPopularity":
+    def select(self, heldout: Interactions, grid=ALPHA_GRID) -> GlobalPopularity:
         return _select(self, heldout, grid)
 
 

@@ -9,6 +9,9 @@ Encoder activation: ReLU, which is 1-Lipschitz, positive-homogeneous and fixes 0
 norm-based bounds (which assume such activations and absorb biases through a constant input
 coordinate) apply to the trained network as it is.
 
+Inputs: raw counts by default (the deployed model of the recovery check); the bounds check adds
+`model.input_norm=l2` (BOUNDS_OVERRIDES), so that ‖x_u‖ = 1 at every N.
+
 Early stopping: on the held-out draws' joint log-loss −mean log p̂_u(i, c) (λ = 1), not on the
 rating metrics `fit` uses by default.
 """
@@ -19,7 +22,6 @@ from convae_jax import config as config_lib
 from convae_jax.data import Interactions
 from convae_jax.predict import FittedModel
 from convae_jax.train import fit
-
 from theory.estimators import ModelEstimator, mean_log_loss
 
 THEORY_OVERRIDES = (
@@ -31,6 +33,9 @@ THEORY_OVERRIDES = (
     "train.validation_fraction=0.0",  # held-out draws are passed explicitly
     "train.progress=False",
 )
+
+
+BOUNDS_OVERRIDES = ("model.input_norm=l2",)  # the bounds read ‖x̃_u‖ ≤ √2
 
 
 def theory_config(overrides=()) -> config_lib.Config:
@@ -47,6 +52,9 @@ def joint_nll_metrics(snapshot: FittedModel, heldout: Interactions) -> dict:
     return {"nll": mean_log_loss(ModelEstimator(snapshot), heldout)}
 
 
-def fit_to_draws(fit_draws: Interactions, heldout: Interactions, config: config_lib.Config) -> FittedModel:
-    """Conv4Rec fit on `fit_draws`, stopped early on `heldout`; its encoder reads `fit_draws`."""
-    return fit(fit_draws, config, validation=heldout, validation_metrics=joint_nll_metrics)
+def fit_to_draws(targets: Interactions, heldout: Interactions, config: config_lib.Config, *,
+                 inputs: Interactions | None = None) -> FittedModel:
+    """Conv4Rec fit on `targets`, stopped early on `heldout`. Same-sample mode (`inputs` None):
+    its encoder reads `targets` too, as the deployed autoencoder does. Split mode: its encoder
+    reads `inputs` (S_in), independent of the scored `targets`."""
+    return fit(targets, config, validation=heldout, inputs=inputs, validation_metrics=joint_nll_metrics)

@@ -1,4 +1,5 @@
-"""Exact distances between an estimate p̂_u(i, c) and the synthetic truth p_u(i, c) (SPEC §6).
+"""Exact distances between an estimate p̂_u(i, c) and the synthetic truth p_u(i, c) (the recovery claim
+of Ledent et al., TNNLS 2025).
 
 For one user, with p the truth and q the estimate over the n·C cells:
     TV_joint    = ½ Σ_(i,c) |p(i,c) − q(i,c)|
@@ -15,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logsumexp
 
+from theory.estimators import smoothed
 from theory.synthetic import user_batches, user_marginal
 
 PARTS = ("joint", "implicit", "explicit")
@@ -60,3 +62,14 @@ def recovery_distances(truth, estimator, *, batch: int = 128) -> dict[str, float
             sums[name] = sums.get(name, 0.0) + float(weights[users] @ values)
         pinsker_ok += int(np.sum(distances["tv_joint"] <= np.sqrt(np.maximum(distances["kl_joint"], 0.0) / 2) + 1e-9))
     return sums | {"pinsker_holds_share": pinsker_ok / truth.n_users}
+
+
+def population_log_loss(truth, estimator, *, smoothing: float = 0.0, batch: int = 128) -> float:
+    """R(q) = Σ_u P(u) Σ_(i,c) p_u(i,c) · (−log q̃_u(i,c)), exactly, with q̃ the estimate γ-smoothed
+    (`estimators.smoothed`); at γ = 0 it equals H(I, C | U) + E_u KL(p_u ‖ q_u)."""
+    weights = user_marginal(truth)
+    total = 0.0
+    for users, log_p in user_batches(truth, batch=batch):
+        log_q = smoothed(np.asarray(estimator.log_joint(users), np.float64), smoothing)
+        total -= float(weights[users] @ np.sum(np.exp(log_p) * log_q, axis=(1, 2)))
+    return total

@@ -1,4 +1,4 @@
-"""The ground truth of the theory checks (SPEC §6), built on `convae_jax.data.SyntheticTruth`.
+"""The ground truth of the theory checks (Ledent et al., TNNLS 2025), built on `convae_jax.data.SyntheticTruth`.
 
 The truth is `P(u, i, c) = P(u) · p_u(i) · p(c | u, i)` with
     p_u(i)      = softmax_i(affinity_scale · P_u·Q_i + pop_i)          (low rank + popularity)
@@ -14,7 +14,8 @@ small instances only.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
@@ -60,14 +61,22 @@ def conditional_entropy(truth: SyntheticTruth) -> float:
     return total
 
 
-def draw_sample(truth: SyntheticTruth, n: int, *, seed: int, heldout_fraction: float = 0.1) -> tuple[Interactions, Interactions]:
-    """A sample of N i.i.d. draws, split at the level of draws into (fit, held-out): two
-    independent i.i.d. samples of sizes N − round(f·N) and round(f·N) (a random split of N i.i.d.
-    draws has exactly this law). Estimators fit on the first and select hyperparameters on the second."""
-    n_held = int(round(heldout_fraction * n))
-    fit = truth.sample_iid(n - n_held, seed=2 * seed)
-    held = truth.sample_iid(max(n_held, 1), seed=2 * seed + 1)
-    return fit, held
+class Samples(NamedTuple):
+    """Three independent i.i.d. samples of one (N, seed): `inputs` (S_in, N draws) builds the
+    encoder's inputs x_u in split mode, `targets` (S_tgt, N draws) is what the loss scores (and,
+    in same-sample mode, also the inputs), `cert` (S_cert, round(0.1·N) draws) picks the epoch and
+    α, and carries the held-out certificate."""
+
+    inputs: Interactions
+    targets: Interactions
+    cert: Interactions
+
+
+def draw_samples(truth: SyntheticTruth, n: int, *, seed: int, cert_fraction: float = 0.1) -> Samples:
+    """`Samples` of sizes (N, N, round(cert_fraction·N)), each from its own stream 3·seed + j, so the
+    targets and certificate draws of a seed do not depend on whether the inputs are drawn."""
+    return Samples(truth.sample_iid(n, seed=3 * seed), truth.sample_iid(n, seed=3 * seed + 1),
+                   truth.sample_iid(max(round(cert_fraction * n), 1), seed=3 * seed + 2))
 
 
 def empirical_joint(draws: Interactions) -> np.ndarray:

@@ -3,7 +3,9 @@
 A model row is a user (user orientation) or an item (item orientation); its entries are the
 (column, channel, count) triples observed for it. Every batch has the same shapes, so the train
 step compiles once: `row` (B,), `row_mask` (B,), and per entry `segment` (T,) ∈ [0, B] (B marks
-padding), `col`, `channel`, `count` (T,) with count 0 on padding.
+padding), `col`, `channel`, `count` (T,) with count 0 on padding. A matrix built from separate
+inputs and targets (`RowMatrix.from_inputs_and_targets`) also carries `target` (T,): the counts
+the loss scores, while `count` is what the encoder reads.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class RowBatch(NamedTuple):
     col: np.ndarray  # (T,) int32
     channel: np.ndarray  # (T,) int32
     count: np.ndarray  # (T,) float32, 0 on padding
+    target: np.ndarray | None = None  # (T,) float32 counts the loss scores when they differ from `count`; None: `count`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +38,7 @@ class RowMatrix:
     count: np.ndarray
     n_rows: int
     n_cols: int
+    target: np.ndarray | None = None  # counts the loss scores, when separate from the input `count`
 
     @classmethod
     def from_interactions(cls, data: Interactions, *, orientation: str) -> "RowMatrix":
@@ -45,6 +49,20 @@ class RowMatrix:
         np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
         return cls(indptr, cols[order].astype(np.int32), data.channel[order].astype(np.int32),
                    data.count[order].astype(np.float32), n_rows, n_cols)
+
+    @classmethod
+    def from_inputs_and_targets(cls, inputs: Interactions, targets: Interactions, *, orientation: str) -> RowMatrix:
+        """One matrix holding both sets as separate entries: an input entry has `count` = its count
+        and `target` = 0, a target entry the reverse. The encoder reads only inputs (a zero count
+        adds nothing to the embedding bag or to the L2 input norm), the loss only targets."""
+        both = inputs.concat(targets)
+        is_target = np.concatenate([np.zeros(inputs.nnz, bool), np.ones(targets.nnz, bool)])
+        rows, cols = (both.user, both.item) if orientation == "user" else (both.item, both.user)
+        order = np.lexsort((cols, rows))
+        merged = cls.from_interactions(both, orientation=orientation)
+        count = np.where(is_target, 0.0, both.count)[order].astype(np.float32)
+        target = np.where(is_target, both.count, 0.0)[order].astype(np.float32)
+        return dataclasses.replace(merged, count=count, target=target)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -82,8 +100,12 @@ def _pack(matrix: RowMatrix, rows: np.ndarray, batch_rows: int, budget: int) -> 
     segment[:n] = np.repeat(np.arange(len(rows), dtype=np.int32), lengths)
     col, channel, count = (np.zeros(budget, dt) for dt in (np.int32, np.int32, np.float32))
     col[:n], channel[:n], count[:n] = matrix.col[entries], matrix.channel[entries], matrix.count[entries]
+    target = None
+    if matrix.target is not None:
+        target = np.zeros(budget, np.float32)
+        target[:n] = matrix.target[entries]
     row = np.zeros(batch_rows, np.int32)
     row[: len(rows)] = rows
     row_mask = np.zeros(batch_rows, np.float32)
     row_mask[: len(rows)] = 1.0
-    return RowBatch(row, row_mask, segment, col, channel, count)
+    return RowBatch(row, row_mask, segment, col, channel, count, target)
