@@ -133,7 +133,7 @@ def load_coat(data_dir) -> Dataset:
                 try:
                     rows.append([int(x) for x in fields])
                 except ValueError:
-                    column = next(k for k, x in enumerate(fields) if not _is_int(x)) + 1
+                    column = next(k for k, x in enumerate(fields) if not parses_as(int, x)) + 1
                     raise DataError(f"expected integers 0..5, got {fields[column - 1][:30]!r}", path=path,
                                     line=line_no, field=f"column {column}") from None
                 if rows and len(rows[-1]) != len(rows[0]):
@@ -174,9 +174,10 @@ def load_dataset(name: str, data_dir) -> Dataset:
 
 # --- helpers -------------------------------------------------------------------------------------
 
-def _is_int(text: str) -> bool:
+def parses_as(kind: type, text: str) -> bool:
+    """Whether `kind(text)` succeeds: int or float fields told from words."""
     try:
-        int(text)
+        kind(text)
     except ValueError:
         return False
     return True

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from convae_jax.data.interactions import Interactions
-from convae_jax.data.loaders import load_ratings_table
+from convae_jax.data.loaders import load_ratings_table, parses_as
 from convae_jax.errors import ConvaeError, DataError
 
 # Separators tried, in this order, when none is given: the first that splits every sampled line
@@ -153,7 +153,7 @@ def has_header(lines: list[str], sep: str) -> bool:
     and no rating column cannot be told this way: declare its header."""
     rows = [_split(line, sep) for line in lines]
     first, rest = rows[0], rows[1:]
-    return bool(rest) and any(not _is_number(field) and all(i < len(row) and _is_number(row[i]) for row in rest)
+    return bool(rest) and any(not parses_as(float, field) and all(i < len(row) and parses_as(float, row[i]) for row in rest)
                               for i, field in enumerate(first))
 
 
@@ -181,14 +181,6 @@ def _split(line: str, sep: str) -> list[str]:
     if len(sep) > 1:
         return line.split(sep)
     return next(csv.reader([line], delimiter=sep), [])
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _is_parquet(path: Path) -> bool:
