@@ -52,13 +52,14 @@ class TrainConfig:
     l2: float = 0.1  # coefficient on the summed squared weights (not biases), added to the batch-mean loss
     batch_rows: int = 128  # most rows (users or items) per step
     max_epochs: int = 150  # upper bound on epochs
-    patience: int = 15  # epochs without validation improvement before stopping
+    patience: int = 15  # epochs without validation improvement before stopping (checked when the validation set is scored)
     validation_fraction: float = 0.05  # share of training interactions held out for early stopping, in [0, 1)
     select_metric: str = "rmse"  # validation metric that picks the epoch (lower is better), one of SELECT_METRICS
     seed: int = 0  # root of every random stream of the run (split, init, dropout, shuffling)
     progress: bool = True  # show a progress bar
     weight_average: float = 0.0  # decay d in [0, 1) of a moving average of the weights after each update (0: off); validation and the returned model read it
     checkpoint_every: int = 1  # epochs between checkpoints when fit writes them (the last epoch always gets one); >= 1
+    validate_every: int = 1  # score the validation set (and so select and stop) only every k-th epoch and at the last one; >= 1 (see train.validated_epochs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +118,7 @@ class Config:
             (t.select_metric in SELECT_METRICS, f"train.select_metric must be one of {SELECT_METRICS}"),
             (0.0 <= t.weight_average < 1.0, "train.weight_average must lie in [0, 1)"),
             (t.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
+            (t.validate_every >= 1, "train.validate_every must be >= 1"),
             (0.0 < e.test_fraction < 1.0, "eval.test_fraction must lie in (0, 1)"),
             (len(e.ks) >= 1 and all(k >= 1 for k in e.ks), "eval.ks must be positive cut-offs"),
             (e.fold_in_steps >= 1 and e.fold_in_learning_rate > 0,

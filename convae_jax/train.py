@@ -191,6 +191,12 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
     was written yet), restoring parameters, Adam state, step, the shuffling generator, best-so-far
     and patience: on CPU the result is bit-for-bit that of an uninterrupted run.
 
+    Validation (scoring `validation`, keeping the best epoch, early stopping after
+    `train.patience` epochs without improvement) runs on the epochs `validated_epochs(config.train)`
+    names: every `train.validate_every`-th epoch and the last (default: every epoch). Only those
+    epochs are candidates for the returned model, which bounds what a held-out certificate on the
+    same validation draws must take a union over (`theory/certificate.py`).
+
     Divergence guard: if the loss or a gradient becomes NaN or inf, `TrainingDiverged` names the
     first such step; no checkpoint is written for the failed epoch, so the last good one remains.
     """
@@ -250,9 +256,10 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
         _guard_divergence(batch_losses, host, epoch=epoch, first_step=first_step, checkpoints=checkpoints)
         train_loss = float(np.mean(batch_losses))
         seconds = time.perf_counter() - start
+        validating = epoch % tc.validate_every == 0 or epoch == tc.max_epochs
         snapshot = FittedModel(config, params, train if inputs is None else inputs)
         scorer = validation_metrics or _validation_metrics
-        metrics = scorer(snapshot, validation) if validation is not None and validation.nnz else {}
+        metrics = scorer(snapshot, validation) if validating and validation is not None and validation.nnz else {}
         record = EpochRecord(epoch, train_loss, seconds, active_rows.size / seconds, metrics)
         progress.history.append(record)
         if on_epoch is not None:
@@ -260,13 +267,13 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.4g}", rows_per_s=f"{record.rows_per_second:.0f}",
                         **{f"val_{k}": f"{v:.4f}" for k, v in metrics.items() if k in ("rmse", "nll")})
-        score = metrics.get(tc.select_metric, -epoch)  # no validation: keep the last epoch
+        score = metrics.get(tc.select_metric, -epoch) if validating else np.inf  # no validation: keep the last epoch
         if score < progress.best_score:
             progress.best_params, progress.best_score, progress.since_best = params, score, 0
         else:
             progress.since_best += 1
         progress.epoch = epoch
-        progress.finished = progress.since_best >= tc.patience or epoch == tc.max_epochs
+        progress.finished = (validating and progress.since_best >= tc.patience) or epoch == tc.max_epochs
         if checkpoints is not None and (saving or progress.finished):
             if not saving:  # early-stopped between checkpoints: fetch and check the whole state now
                 host = jax.device_get(state)
@@ -279,6 +286,13 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
     fitted = FittedModel(config, progress.best_params, read, tuple(progress.history))
     warn_if_encoder_collapsed(fitted)
     return fitted
+
+
+def validated_epochs(train_config) -> tuple[int, ...]:
+    """The epochs `fit` may score on its validation set, hence the candidates it may return:
+    every `validate_every`-th epoch up to `max_epochs`, and `max_epochs` itself."""
+    every, last = train_config.validate_every, train_config.max_epochs
+    return tuple(range(every, last + 1, every)) + (() if last % every == 0 else (last,))
 
 
 COLLAPSED_CODE_SPREAD = 1e-3  # row codes' spread across rows, relative to their size, below which the encoder has collapsed

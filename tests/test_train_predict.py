@@ -25,6 +25,7 @@ from convae_jax.train import (
     make_loss_fn,
     make_optimizer,
     make_train_step,
+    validated_epochs,
     warn_if_encoder_collapsed,
 )
 
@@ -376,3 +377,35 @@ def test_a_matrix_of_inputs_and_targets_keeps_them_apart(small_data):
     assert np.all((matrix.count == 0) != (matrix.target == 0))
     batch = next(iterate_batches(matrix, np.arange(matrix.n_rows), batch_rows=8, budget=entry_budget(matrix.lengths, 8)))
     assert batch.target is not None and batch.target.shape == batch.count.shape
+
+
+def test_validating_every_kth_epoch_selects_among_those_epochs_only(small_data):
+    """With train.validate_every = 3 the validation set is scored at epochs 3, 6, 9 and the last
+    (10), and only those are candidates: the trajectory is the every-epoch run's (validation draws
+    no random numbers), so the returned weights are that run's at its best epoch among 3, 6, 9, 10."""
+    every = fit(small_data, quick_config("user", max_epochs=10, patience=10))
+    third = fit(small_data, quick_config("user", max_epochs=10, patience=10, validate_every=3))
+    assert validated_epochs(third.config.train) == (3, 6, 9, 10)
+    assert validated_epochs(every.config.train) == tuple(range(1, 11))
+    assert [r.epoch for r in third.history if r.validation] == [3, 6, 9, 10]
+    metric = every.config.train.select_metric
+    for a, b in zip(every.history, third.history):
+        if b.validation:
+            assert b.validation[metric] == pytest.approx(a.validation[metric], rel=1e-6)
+    best = min((every.history[e - 1] for e in (3, 6, 9, 10)), key=lambda r: r.validation[metric]).epoch
+    assert third.selected_epoch == best
+    reference = fit(small_data, quick_config("user", max_epochs=best, patience=best, validate_every=best))  # epoch `best`
+    for a, b in zip(jax.tree_util.tree_leaves(reference.params), jax.tree_util.tree_leaves(third.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_patience_is_counted_in_epochs_and_checked_when_validating(small_data):
+    """lr 0.5 overfits at once: with validate_every = 2 and patience 3 the run stops at the second
+    validation after its best, never between validations."""
+    cfg = quick_config("user", max_epochs=30, patience=3, validate_every=2, learning_rate=0.5)
+    model = fit(small_data, cfg)
+    validated = [r.epoch for r in model.history if r.validation]
+    assert model.history[-1].epoch == validated[-1] < 30
+    assert validated[-1] == model.selected_epoch + 4
+    with pytest.raises(ConfigError, match="validate_every"):
+        fit(small_data, quick_config("user", validate_every=0))

@@ -65,7 +65,11 @@ def certify_markdown(result) -> str:
                      + f" | {cert['centred'][n][0]:.4f} ± {cert['centred'][n][1]:.4f}"
                      + f" | {cert['plain'][n][0]:.4f} ± {cert['plain'][n][1]:.4f} | {kl[n][0]:.4f} ± {kl[n][1]:.4f} |")
     c = runs[0]["certificate"]
-    lines += ["", (f"Certificates of the deployed model at δ = {c['delta']}, split over {c['candidates']} candidates "
+    counts = sorted({r["certificate"]["candidates"] for r in runs})
+    seeds = {k: sorted({r["seed"] for r in runs if r["certificate"]["candidates"] == k}) for k in counts}
+    split = (f"{counts[0]} candidates" if len(counts) == 1 else " or ".join(
+        f"{k} candidates (seeds {', '.join(map(str, seeds[k]))})" for k in counts))
+    lines += ["", (f"Certificates of the deployed model at δ = {c['delta']}, split over {split} "
               f"(epochs × configurations compared on S_cert) and the two forms; γ = {c['smoothing']} "
               "(certified TV = √(KL bound / 2) + γ)."), ""]
     if not result["tv_slopes"]:  # a grid too short for rates: only the local slopes, if any
