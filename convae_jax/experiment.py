@@ -131,9 +131,14 @@ def recommend(workdir, *, user, mode: str = "consume", k: int = 10, gem_quantile
 def recommend_for(model: FittedModel, user: int, *, mode: str, k: int, gem_quantile: float = 0.5,
                   gem_tilt: float = 0.0) -> list[dict]:
     """Top-k unseen items for a user index of `model`, with P(consume), its percentile among the
-    unseen items, P(rating >= τ | consumed), the expected rating (`explain.explain_scores`) and a
-    line saying why the `mode` ranking chose the item; gem knobs as in `rank.ranking_scores`."""
+    unseen items, P(rating >= τ | consumed) and the expected rating where the run has ratings
+    (`explain.explain_scores`), and a line saying why the `mode` ranking chose the item; gem knobs
+    as in `rank.ranking_scores`."""
     values, tau = model.train.channel_values, model.config.eval.rating_threshold
+    rated = model.train.n_channels > 1
+    if not rated and mode != "consume":
+        raise ConvaeError(f"--mode {mode} ranks by predicted ratings, and this run was trained without ratings "
+                          "(one channel): use --mode consume")
     scores = next(model.score_users([user], batch=1))
     seen = seen_mask([user], model.train, model.train.n_items)
     ranked = ranking_scores(scores.log_p_consume, scores.log_p_rating, seen, mode=mode, channel_values=values,
@@ -145,15 +150,11 @@ def recommend_for(model: FittedModel, user: int, *, mode: str, k: int, gem_quant
             break
         why = explain_scores(scores.log_p_consume[0], scores.log_p_rating[0], seen[0], item, channel_values=values,
                              threshold=tau)
-        rows.append({
-            "item": _plain(model.train.item_ids[item]),
-            "score": float(score),
-            "p_consume": why.p_consume,
-            "consume_percentile": why.consume_percentile,
-            f"p_rating_ge_{tau:g}": why.p_rating_at_least,
-            "expected_rating": why.expected_rating,
-            "why": why.why(mode, gem_quantile=gem_quantile),
-        })
+        row = {"item": _plain(model.train.item_ids[item]), "score": float(score), "p_consume": why.p_consume,
+               "consume_percentile": why.consume_percentile}
+        if rated:
+            row |= {f"p_rating_ge_{tau:g}": why.p_rating_at_least, "expected_rating": why.expected_rating}
+        rows.append(row | {"why": why.why(mode, gem_quantile=gem_quantile)})
     return rows
 
 

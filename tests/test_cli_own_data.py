@@ -138,6 +138,10 @@ def test_implicit_only_file_is_one_channel_ranked_on_ndcg(tmp_path, capsys):
     assert len(history) == 2 and all(-1 <= r["validation"]["neg_ndcg@100"] < 0 for r in history)
     items = recommended(run, "u105", capsys, k=4)
     assert all(item.startswith("p") for item in items) and not set(items) & seen_items(run, "u105")
+    assert main(["recommend", "--workdir", str(run), "--user", "u105", "-k", "4"]) == 0
+    assert "expected_rating" not in capsys.readouterr().out  # no ratings: no rating columns
+    assert main(["recommend", "--workdir", str(run), "--user", "u105", "--mode", "enjoy"]) == 2
+    assert "trained without ratings" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case", ["off_scale", "missing_column", "unseen_test_id"])
