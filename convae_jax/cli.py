@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -188,6 +189,9 @@ def main(argv=None) -> int:
     except ConvaeError as err:
         print(f"convae: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`convae recommend … | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        return 0
 
 
 if __name__ == "__main__":
