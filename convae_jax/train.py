@@ -168,8 +168,12 @@ class EpochRecord:
 def fit(train: Interactions, config: Config, *, validation: Interactions | None = None,
         inputs: Interactions | None = None, on_epoch: Callable[[EpochRecord], None] | None = None,
         validation_metrics: Callable[[FittedModel, Interactions], dict] | None = None,
-        checkpoint_dir=None, resume: bool = False) -> FittedModel:
+        checkpoint_dir=None, resume: bool = False, initial_params=None) -> FittedModel:
     """Trains Conv4Rec on `train` and returns the model at the validation-selected epoch.
+
+    `initial_params` (a parameter tree of the same model) replaces the seeded initialisation, to
+    fine-tune from given weights (the PAC-Bayes posterior in `theory/pacbayes_run.py`); Adam's
+    state starts fresh. Default: drawn from `train.seed`.
 
     Without an explicit `validation` set, `train.validation_fraction` of `train` is held out
     (seeded) for early stopping on `train.select_metric`; the returned model still reads only the
@@ -222,7 +226,8 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
     read = full_train if inputs is None else inputs  # what the returned model's encoder reads
     model = build_model(config.model, n_cols=matrix.n_cols, n_channels=train.n_channels)
     root = jax.random.key(tc.seed)
-    params = init_params(model, jax.random.fold_in(root, 0))
+    params = (init_params(model, jax.random.fold_in(root, 0)) if initial_params is None
+              else jax.tree_util.tree_map(jnp.asarray, initial_params))
     tx = make_optimizer(config)
     state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
     step = make_train_step(model=model, tx=tx, config=config, dropout_key=jax.random.fold_in(root, 1))

@@ -23,7 +23,7 @@ import numpy as np
 
 from convae_jax.train import validated_epochs
 from theory import bounds as bounds_lib
-from theory import plots, rates, reporting
+from theory import pacbayes_report, plots, rates, reporting
 from theory.certificate import CERT_SMOOTHING, certify
 from theory.estimators import (
     GlobalPopularity,
@@ -38,7 +38,7 @@ from theory.recovery import population_log_loss, recovery_distances
 from theory.synthetic import conditional_entropy, draw_samples, make_truth
 
 ESTIMATORS = ("model", "per_user_empirical", "global_popularity") + tuple(f"low_rank_{r}" for r in RANKS)
-EXPERIMENTS = ("certify", "bounds")
+EXPERIMENTS = ("certify", "bounds", "pacbayes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +68,9 @@ PRESETS = {
     ("certify", "quick"): Preset("quick", QUICK_TRUTH, (400, 1_600, 6_400), (0, 1), QUICK_OVERRIDES),
     ("bounds", "full"): Preset("full", {}, tuple(round(x) for x in np.geomspace(2_000, 200_000, 5)), (0, 1)),
     ("bounds", "quick"): Preset("quick", QUICK_TRUTH, (400, 1_600, 6_400), (0, 1), QUICK_OVERRIDES),
+    # the bounds check's split-mode model; N = 2·10⁴ … 1.8·10⁵, the acceptance's sizes (theory/pacbayes_run.py)
+    ("pacbayes", "full"): Preset("full", {}, (20_000, 60_000, 180_000), (0, 1)),
+    ("pacbayes", "quick"): Preset("quick", QUICK_TRUTH, (1_600, 6_400), (0,), QUICK_OVERRIDES),
 }
 
 
@@ -251,7 +254,7 @@ def run_theory(experiment: str, *, quick: bool = False, out_dir: str | Path | No
     out = Path(out_dir) if out_dir is not None else Path("theory-results") / preset.name
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = (run_certify if experiment == "certify" else run_bounds)(preset, log=log)
+    result = _runner(experiment)(preset, log=log)
     argv = [experiment] + ["--quick"] * quick
     argv += ["--sizes", *map(str, sizes)] if sizes else []
     argv += ["--seeds", *map(str, seeds)] if seeds else []
@@ -264,11 +267,24 @@ def run_theory(experiment: str, *, quick: bool = False, out_dir: str | Path | No
     return result
 
 
+def _runner(experiment: str):
+    """The function that runs `experiment`; the PAC-Bayes one is imported here, since it builds
+    on this module's presets and configs."""
+    if experiment == "pacbayes":
+        from theory.pacbayes_run import run_pacbayes
+        return run_pacbayes
+    return run_certify if experiment == "certify" else run_bounds
+
+
+REPORTS = {"certify": (reporting.certify_markdown, plots.certify_plot),
+           "bounds": (reporting.bounds_markdown, plots.bounds_plot),
+           "pacbayes": (pacbayes_report.markdown, pacbayes_report.plot)}  # experiment -> (markdown, plot) writers
+
+
 def write_report(experiment: str, out_dir) -> None:
     """Writes `<out_dir>/<experiment>.md` and `.png` from `<out_dir>/<experiment>.json` alone."""
     out = Path(out_dir)
     result = json.loads((out / f"{experiment}.json").read_text())
-    markdown, plot = ((reporting.certify_markdown, plots.certify_plot) if experiment == "certify"
-                      else (reporting.bounds_markdown, plots.bounds_plot))
+    markdown, plot = REPORTS[experiment]
     plot(result, out / f"{experiment}.png")
     (out / f"{experiment}.md").write_text(markdown(result))

@@ -53,8 +53,10 @@ def joint_nll_metrics(snapshot: FittedModel, heldout: Interactions) -> dict:
 
 
 def fit_to_draws(targets: Interactions, heldout: Interactions, config: config_lib.Config, *,
-                 inputs: Interactions | None = None) -> FittedModel:
+                 inputs: Interactions | None = None, initial_params=None) -> FittedModel:
     """Conv4Rec fit on `targets`, stopped early on `heldout`. Same-sample mode (`inputs` None):
     its encoder reads `targets` too, as the deployed autoencoder does. Split mode: its encoder
-    reads `inputs` (S_in), independent of the scored `targets`."""
-    return fit(targets, config, validation=heldout, inputs=inputs, validation_metrics=joint_nll_metrics)
+    reads `inputs` (S_in), independent of the scored `targets`. `initial_params`: start from these
+    weights instead of the seeded initialisation."""
+    return fit(targets, config, validation=heldout, inputs=inputs, validation_metrics=joint_nll_metrics,
+               initial_params=initial_params)
