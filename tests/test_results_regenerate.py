@@ -40,8 +40,8 @@ THEORY_RESULTS = Path(__file__).resolve().parents[1] / "theory" / "results"
 
 @pytest.mark.parametrize("report", sorted(str(p.relative_to(THEORY_RESULTS)) for p in THEORY_RESULTS.glob("*/*.md")))
 def test_theory_reports_regenerate_from_their_json(report):
-    from theory import reporting
+    from theory.experiments import REPORTS
 
     path = THEORY_RESULTS / report
-    markdown = reporting.certify_markdown if path.stem == "certify" else reporting.bounds_markdown
+    markdown = REPORTS[path.stem][0]
     assert markdown(json.loads(path.with_suffix(".json").read_text())) == path.read_text()
