@@ -94,7 +94,7 @@ def combine_logsumexp(partial, axis_name: str):
     """log Σ_shards exp(partial) of per-shard log-sum-exps `partial` (…) over mesh axis `axis_name`
     (inside `jax.shard_map`): a max, its gradient stopped (`lax.pmax` has none, and the result does
     not depend on it), then a sum of exponentials. Moves one value per row between shards."""
-    top = jax.lax.stop_gradient(jax.lax.pmax(partial, axis_name))
+    top = jax.lax.pmax(jax.lax.stop_gradient(partial), axis_name)
     return top + jnp.log(jax.lax.psum(jnp.exp(partial - top), axis_name))
 
 

@@ -119,6 +119,21 @@ class Layout:
         return shard_index * self.cols_per_shard + jnp.arange(self.cols_per_shard) < self.n_cols
 
 
+def vary_over_mesh(params, layout: Layout):
+    """Inside `jax.shard_map`: every parameter (split as `layout.specs` says) marked as differing
+    between devices on each axis of more than one device. Why: the model's custom-gradient kernels
+    (`convae_jax.ops`) return a gradient that differs between devices for an argument that does
+    not (a replicated weight), which shard_map refuses; marked as varying, such a weight gets its
+    gradient summed over the axis by the transpose of the mark itself."""
+    axes = tuple(name for name in (DATA, MODEL) if layout.mesh.shape[name] > 1)
+
+    def mark(spec, leaf):
+        missing = tuple(a for a in axes if a not in spec)
+        return jax.lax.pcast(leaf, missing, to="varying") if missing else leaf
+
+    return jax.tree_util.tree_map(mark, layout.specs(params), params, is_leaf=lambda x: isinstance(x, P))
+
+
 def make_layout(config: Config, *, n_cols: int, devices=None) -> Layout:
     """The mesh of `config.mesh` over the first data × model of `devices` (default: the local
     ones), checked against the devices, the catalogue and the batch; ConfigError names the fields."""

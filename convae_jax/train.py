@@ -28,7 +28,7 @@ from convae_jax.metrics import rating_metrics
 from convae_jax.model import Conv4Rec, build_model, init_params, weight_names
 from convae_jax.predict import FittedModel
 from convae_jax.pytrees import named_leaves
-from convae_jax.sharding import DATA, MODEL, Layout, make_layout
+from convae_jax.sharding import DATA, MODEL, Layout, make_layout, vary_over_mesh
 
 
 class TrainState(NamedTuple):
@@ -120,6 +120,8 @@ def _data_loss_fn(*, model: Conv4Rec, config: Config, batch_rows: int, layout: L
     shard_model = model if layout is None else build_model(mc, n_cols=layout.cols_per_shard, n_channels=model.n_channels)
 
     def data_loss(params, batch: RowBatch, keep):
+        if layout is not None:
+            params = vary_over_mesh(params, layout)
         apply = lambda method, *args: shard_model.apply({"params": params}, *args, method=method)
         segment, col, input_count = batch.segment, batch.col, batch.count * keep / keep_prob
         if data > 1:  # positions in the whole batch -> in this shard's rows (padding: `rows`)

@@ -1,0 +1,80 @@
+"""Training on a device mesh (convae_jax.sharding): the same numbers as one device, each device
+holding its share of the catalogue, and one-line errors for meshes that cannot be built. The
+multi-device checks run in a subprocess of 8 simulated CPU devices (tests/mesh_worker.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from convae_jax import config as config_lib
+from convae_jax.errors import ConfigError
+from convae_jax.sharding import make_layout
+
+WORKER = Path(__file__).with_name("mesh_worker.py")
+ROOT = WORKER.parent.parent
+RTOL = 1e-5  # fp32: relative to each leaf's largest magnitude
+
+
+def run_worker(check: str, *, timeout: int) -> dict:
+    """The JSON that `mesh_worker.py CHECK` prints; a check that runs past `timeout` fails."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+               JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, str(WORKER), check], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def test_mesh_training_equals_one_device():
+    """Mesh shapes 1×1, 8×1, 4×2, 2×4, 1×8, both orientations and both rating heads: the loss and
+    gradient of a step and the parameters after 20 Adam steps equal the single-device run's on the
+    same batches, padded catalogues included."""
+    errors = run_worker("equivalence", timeout=420)
+    assert set(errors) == {"user-categorical", "user-ordinal", "item-categorical", "item-ordinal"}
+    assert any(cell["padded_columns"] for per_shape in errors.values() for cell in per_shape.values())
+    for config, per_shape in errors.items():
+        assert set(per_shape) == {"1x1", "8x1", "4x2", "2x4", "1x8"}
+        for shape, cell in per_shape.items():
+            for what in ("loss", "grads", "params"):
+                assert cell[what] <= RTOL, f"{config} on {shape}: {what} differs by {cell[what]:.2e}"
+
+
+def test_each_device_holds_its_share_and_nothing_gathers_a_table():
+    """1×8: every column-indexed parameter and both Adam moments are split 8 ways (40 padded
+    columns, 5 per device), the rest replicated; the compiled step all-gathers nothing and holds
+    no array of rows × n × C logits."""
+    found = run_worker("layout", timeout=180)
+    column_indexed = ("cutpoints", "decoder_bias", "decoder_kernel", "encoder_kernel", "output_bias")
+    for name, shard in found["shards"].items():
+        (per_device,) = shard["per_device"]
+        expected = [found["n_padded"] // 8, *shard["global"][1:]] if name.endswith(column_indexed) else shard["global"]
+        assert per_device == expected, name
+    assert found["all_gathers"] == []
+    assert found["full_logits_arrays"] == 0
+    assert found["largest_array"] < found["batch_rows"] * found["n_cols"] * found["n_channels"]
+
+
+@pytest.mark.parametrize("mesh, n_cols, message", [
+    ("mesh.model=3", 50, "mesh.model=3 does not divide the 8 local devices"),
+    ("mesh.data=3", 50, "mesh.data × mesh.model = 3×1 does not divide the 8 local devices"),
+    ("mesh.model=8", 5, "mesh.model=8 exceeds the catalogue's 5 columns"),
+    ("mesh.data=8", 50, "train.batch_rows=12 must be a multiple of mesh.data=8"),
+])
+def test_bad_meshes_stop_with_one_line_naming_the_fields(mesh, n_cols, message):
+    config = config_lib.testing().override([mesh, "train.batch_rows=12"])
+    with pytest.raises(ConfigError, match=message) as err:
+        make_layout(config, n_cols=n_cols, devices=[None] * 8)
+    assert "\n" not in str(err.value)
+
+
+def test_a_mesh_larger_than_the_machine_stops_the_cli(tmp_path, capsys):
+    from convae_jax.cli import main
+
+    assert main(["train", "--preset", "testing", "--workdir", str(tmp_path), "--set", "mesh.model=3"]) == 2
+    assert "mesh.model=3 does not divide the" in capsys.readouterr().err
