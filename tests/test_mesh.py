@@ -60,6 +60,17 @@ def test_each_device_holds_its_share_and_nothing_gathers_a_table():
     assert found["largest_array"] < found["batch_rows"] * found["n_cols"] * found["n_channels"]
 
 
+def test_sharded_top_100_equals_one_device():
+    """Top-100 unseen items of 40 users over 300 items on 1, 4 and 8 model shards: the single
+    device's lists, but for swaps of items whose scores tie to rounding (fp32, log-probabilities ~ −6)."""
+    found = run_worker("ranking", timeout=180)
+    assert set(found) == {"1x1", "2x4", "1x8"}
+    assert found["1x1"]["same_lists"] == found["1x1"]["users"]
+    for shape, cell in found.items():
+        assert cell["same_lists"] >= cell["users"] - 2, shape
+        assert cell["score_error"] <= 1e-5 and cell["swap_gap"] <= 1e-5, shape
+
+
 @pytest.mark.parametrize("mesh, n_cols, message", [
     ("mesh.model=3", 50, "mesh.model=3 does not divide the 8 local devices"),
     ("mesh.data=3", 50, "mesh.data × mesh.model = 3×1 does not divide the 8 local devices"),
