@@ -145,6 +145,23 @@ def layout_check() -> dict:
             "full_logits_arrays": sum(int(np.prod(s)) >= rows * layout.n_cols * model.n_channels for s in shapes)}
 
 
+def fit_check(tmp: str) -> dict:
+    """`train.fit` on a 1×8 mesh (checkpoints written) against one device: the epochs' losses and
+    the returned parameters, relative to one device's."""
+    from convae_jax.train import fit
+
+    config = config_lib.testing().override(["model.orientation=user", "train.max_epochs=2", "train.validation_fraction=0.1"])
+    runs = {}
+    for shape in ("1", "8"):
+        mesh = config.override(["mesh.data=1", f"mesh.model={shape}"])
+        runs[shape] = fit(tiny_data(), mesh, checkpoint_dir=os.path.join(tmp, shape))
+    one, mesh = runs["1"], runs["8"]
+    return {"loss": max(abs(a.train_loss - b.train_loss) / abs(b.train_loss) for a, b in zip(mesh.history, one.history)),
+            "params": _relative_error(mesh.params, one.params), "shapes_equal": jax.tree_util.tree_all(
+                jax.tree_util.tree_map(lambda a, b: a.shape == b.shape, mesh.params, one.params)),
+            "checkpoints": sorted(os.listdir(os.path.join(tmp, "8")))}
+
+
 def ranking() -> dict:
     """Top-100 unseen items of 40 users over 300 items (user rows), on meshes with 1, 4 and 8
     model shards against the single-device scores (`FittedModel.score_users`)."""
@@ -174,5 +191,5 @@ def ranking() -> dict:
 
 
 if __name__ == "__main__":
-    checks = {"equivalence": equivalence, "layout": layout_check, "ranking": ranking}
-    print(json.dumps(checks[sys.argv[1]]()))
+    checks = {"equivalence": equivalence, "layout": layout_check, "ranking": ranking, "fit": fit_check}
+    print(json.dumps(checks[sys.argv[1]](*sys.argv[2:])))

@@ -21,11 +21,11 @@ ROOT = WORKER.parent.parent
 RTOL = 1e-5  # fp32: relative to each leaf's largest magnitude
 
 
-def run_worker(check: str, *, timeout: int) -> dict:
+def run_worker(check: str, *args: str, timeout: int) -> dict:
     """The JSON that `mesh_worker.py CHECK` prints; a check that runs past `timeout` fails."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                JAX_PLATFORMS="cpu")
-    done = subprocess.run([sys.executable, str(WORKER), check], capture_output=True, text=True, timeout=timeout,
+    done = subprocess.run([sys.executable, str(WORKER), check, *args], capture_output=True, text=True, timeout=timeout,
                           env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
@@ -58,6 +58,14 @@ def test_each_device_holds_its_share_and_nothing_gathers_a_table():
     assert found["all_gathers"] == []
     assert found["full_logits_arrays"] == 0
     assert found["largest_array"] < found["batch_rows"] * found["n_cols"] * found["n_channels"]
+
+
+def test_fit_on_a_mesh_equals_one_device(tmp_path):
+    """The training loop on a 1×8 mesh (padded catalogue, checkpoints): the same epochs' losses and
+    returned parameters as on one device, in the single-device shapes."""
+    found = run_worker("fit", str(tmp_path), timeout=180)
+    assert found["shapes_equal"] and found["checkpoints"]
+    assert found["loss"] <= RTOL and found["params"] <= RTOL, found
 
 
 def test_sharded_top_100_equals_one_device():
