@@ -24,6 +24,7 @@ import optax  # noqa: E402
 from convae_jax import config as config_lib  # noqa: E402
 from convae_jax.data.batches import RowMatrix, entry_budget, iterate_sharded_batches  # noqa: E402
 from convae_jax.data.interactions import Interactions  # noqa: E402
+from convae_jax.evaluate import explicit_protocol  # noqa: E402
 from convae_jax.mesh_scoring import MeshScorer  # noqa: E402
 from convae_jax.model import build_model, init_params  # noqa: E402
 from convae_jax.predict import FittedModel  # noqa: E402
@@ -163,30 +164,47 @@ def fit_check(tmp: str) -> dict:
 
 
 def ranking() -> dict:
-    """Top-100 unseen items of 40 users over 300 items (user rows), on meshes with 1, 4 and 8
-    model shards against the single-device scores (`FittedModel.score_users`)."""
+    """User rows, 40 users over 300 items, on meshes with 1, 4 and 8 model shards against the single
+    device (`FittedModel`): top-100 unseen items (`MeshScorer.top_items`), whole-catalogue scores,
+    rating distributions of pairs, the explicit protocol's metrics and fold-in scores of new users."""
     config = config_lib.testing().override(["model.orientation=user"])
     rng = np.random.default_rng(2)
     pairs = np.flatnonzero(rng.random(40 * 300) < 0.1)
     data = Interactions.build(pairs // 300, pairs % 300, rng.integers(0, 5, pairs.size), n_users=40, n_items=300,
                               channel_values=(1.0, 2.0, 3.0, 4.0, 5.0))
+    train, test = data.subset(pairs % 7 != 0), data.subset(pairs % 7 == 0)
     model = build_model(config.model, n_cols=300, n_channels=5)
-    fitted = FittedModel(config, jax.device_get(init_params(model, jax.random.key(0))), data)
+    fitted = FittedModel(config, jax.device_get(init_params(model, jax.random.key(0))), train)
     users = np.arange(40)
-    scores = np.concatenate([s.log_p_consume for s in fitted.score_users(users)])
-    scores = np.where(seen_mask(users, data, 300), -np.inf, scores)
-    expected = np.argsort(-scores, axis=1, kind="stable")[:, :100]
+    one = list(fitted.score_users(users))
+    consume = np.concatenate([s.log_p_consume for s in one])
+    rating = np.concatenate([s.log_p_rating for s in one])
+    masked = np.where(seen_mask(users, train, 300), -np.inf, consume)
+    expected = np.argsort(-masked, axis=1, kind="stable")[:, :100]
+    protocol = explicit_protocol(fitted, train, test)
+    history = test.subset(test.user < 10)
+    folded = np.concatenate([s.log_p_consume for s in fitted.fold_in(history).score()])
     out = {}
     for data_axis, model_axis in ((1, 1), (2, 4), (1, 8)):
         layout = make_layout(config.override([f"mesh.data={data_axis}", f"mesh.model={model_axis}"]), n_cols=300)
-        items, values = MeshScorer(fitted, layout, batch_rows=16).top_items(users, k=100)
+        scorer = MeshScorer(fitted, layout, batch_rows=16)
+        items, values = scorer.top_items(users, k=100)
+        mesh = list(scorer.score_users(users))
+        on_mesh = explicit_protocol(scorer, train, test)
         out[f"{data_axis}x{model_axis}"] = {
             "same_lists": int(np.sum(np.all(items == expected, axis=1))), "users": int(users.size),
-            "score_error": float(np.max(np.abs(values - np.take_along_axis(scores, expected, axis=1)))),
+            "score_error": float(np.max(np.abs(values - np.take_along_axis(masked, expected, axis=1)))),
             # Where the lists differ, by how much the single-device scores of the two items at a
             # rank differ: a swap of two items whose scores tie to rounding is ~1e-6.
-            "swap_gap": float(np.max(np.abs(np.take_along_axis(scores, items, axis=1)
-                                            - np.take_along_axis(scores, expected, axis=1))))}
+            "swap_gap": float(np.max(np.abs(np.take_along_axis(masked, items, axis=1)
+                                            - np.take_along_axis(masked, expected, axis=1)))),
+            "consume_error": float(np.max(np.abs(np.concatenate([s.log_p_consume for s in mesh]) - consume))),
+            "rating_error": float(np.max(np.abs(np.concatenate([s.log_p_rating for s in mesh]) - rating))),
+            "pair_error": float(np.max(np.abs(scorer.rating_log_probs(test.user, test.item)
+                                              - fitted.rating_log_probs(test.user, test.item)))),
+            "protocol_error": max(abs(on_mesh[key] - protocol[key]) for key in protocol),
+            "fold_in_error": float(np.max(np.abs(np.concatenate([s for _, s in scorer.fold_in(history).consumption_scores()])
+                                                 - folded)))}
     return out
 
 
