@@ -137,8 +137,11 @@ class _ShardKernels:
     def _apply(self, params, method, *args):
         return self.module.apply({"params": params}, *args, method=method)
 
+    def _shard(self):
+        return jax.lax.axis_index(MODEL) if self.layout.model > 1 else 0
+
     def _first_column(self):
-        return (jax.lax.axis_index(MODEL) if self.layout.model > 1 else 0) * self.layout.cols_per_shard
+        return self._shard() * self.layout.cols_per_shard
 
     def _own(self, col):
         """(column numbered within this shard, owned?) of global columns `col`."""
@@ -159,7 +162,7 @@ class _ShardKernels:
     def _log_consume(self, params, codes):
         """(log P(i | u) of this shard's items (rows, cols_per_shard), their logits, which are real)."""
         logits = self._apply(params, Conv4Rec.column_logits, codes, None)  # (rows, own columns, C)
-        valid = self._first_column() + jnp.arange(self.layout.cols_per_shard) < self.layout.n_cols
+        valid = self.layout.column_valid(self._shard())
         log_z = jax.nn.logsumexp(jnp.where(valid[None, :, None], logits, losses.MASKED_LOGIT), axis=(1, 2))
         if self.layout.model > 1:
             log_z = losses.combine_logsumexp(log_z, MODEL)

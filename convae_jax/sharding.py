@@ -108,11 +108,15 @@ class Layout:
             lambda path, leaf: leaf[: self.n_cols] if is_column_indexed(path, leaf) and np.shape(leaf)[:1] == (self.n_padded,)
             else leaf, host)
 
+    def padded_shapes(self, init_fn):
+        """Shapes and dtypes of `init_fn(key)` (a tree of today's shapes) once padded."""
+        return jax.eval_shape(lambda k: self.pad(init_fn(k)), jax.random.key(0))
+
     def init(self, init_fn, key):
         """`init_fn(key)` (a tree of today's shapes) computed under jit straight into its padded,
         sharded layout, so that no device holds a whole column-indexed table."""
-        shapes = jax.eval_shape(lambda k: self.pad(init_fn(k)), key)
-        return jax.jit(lambda k: self.pad(init_fn(k)), out_shardings=self.shardings(shapes))(key)
+        shardings = self.shardings(self.padded_shapes(init_fn))
+        return jax.jit(lambda k: self.pad(init_fn(k)), out_shardings=shardings)(key)
 
     def column_valid(self, shard_index):
         """(cols_per_shard,) bool: which of shard `shard_index`'s columns are real (not padding)."""

@@ -153,7 +153,7 @@ def _data_loss_fn(*, model: Conv4Rec, config: Config, batch_rows: int, layout: L
 
     if layout is None:
         return data_loss
-    params = jax.eval_shape(lambda key: layout.pad(init_params(model, key)), jax.random.key(0))
+    params = layout.padded_shapes(lambda key: init_params(model, key))
     return jax.shard_map(data_loss, mesh=layout.mesh, out_specs=P(),
                          in_specs=(layout.specs(params), layout.batch_spec, layout.batch_spec))
 
@@ -199,7 +199,7 @@ def make_train_step(*, model: Conv4Rec, tx: optax.GradientTransformation, config
     if layout is None or not layout.spans_devices:
         jitted = jax.jit(step, donate_argnums=(0, 2))
     else:
-        params = jax.eval_shape(lambda key: layout.pad(init_params(model, key)), jax.random.key(0))
+        params = layout.padded_shapes(lambda key: init_params(model, key))
         param_sh, opt_sh = layout.shardings(params), layout.shardings(jax.eval_shape(tx.init, params))
         jitted = jax.jit(step, donate_argnums=(0, 2), in_shardings=(opt_sh, param_sh, layout.replicated, layout.batch_sharding),
                          out_shardings=(opt_sh, param_sh, layout.replicated, layout.replicated))
