@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from convae_jax import config as config_lib
@@ -122,3 +123,22 @@ def test_a_mesh_larger_than_the_machine_stops_the_cli(tmp_path, capsys):
 
     assert main(["train", "--preset", "testing", "--workdir", str(tmp_path), "--set", "mesh.model=3"]) == 2
     assert "mesh.model=3 does not divide the" in capsys.readouterr().err
+
+
+def test_recommend_reads_a_mesh_scorer_as_a_model(small_data):
+    """`experiment.recommend_for` takes a `MeshScorer` in the fitted model's place (a 1×1 mesh here)."""
+    import jax
+
+    from convae_jax.experiment import recommend_for
+    from convae_jax.mesh_scoring import MeshScorer
+    from convae_jax.model import build_model, init_params
+    from convae_jax.predict import FittedModel
+
+    config = config_lib.testing().override(["model.orientation=user"])
+    module = build_model(config.model, n_cols=small_data.n_items, n_channels=small_data.n_channels)
+    fitted = FittedModel(config, jax.device_get(init_params(module, jax.random.key(0))), small_data)
+    scorer = MeshScorer(fitted, make_layout(config, n_cols=small_data.n_items))
+    for mode in ("consume", "gems"):
+        ours, theirs = recommend_for(scorer, 3, mode=mode, k=5), recommend_for(fitted, 3, mode=mode, k=5)
+        assert [row["item"] for row in ours] == [row["item"] for row in theirs]
+        np.testing.assert_allclose([row["p_consume"] for row in ours], [row["p_consume"] for row in theirs], rtol=1e-5)
