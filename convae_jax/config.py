@@ -83,13 +83,22 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """The device mesh of training and scoring (README, "Several devices"): rows over `data`, columns over `model`."""
+
+    data: int = 0  # devices that split each batch's rows; 0: every local device not used by `model` (jax.local_device_count() // model)
+    model: int = 1  # devices that split the catalogue's columns (and every column-indexed parameter with its Adam state); >= 1
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    mesh: MeshConfig = MeshConfig()
 
     def validate(self) -> "Config":
-        m, t, e = self.model, self.train, self.eval
+        m, t, e, mesh = self.model, self.train, self.eval, self.mesh
         checks = [
             (m.orientation in ("item", "user"), "model.orientation must be 'item' or 'user'"),
             (m.conv_channels >= 1 and m.decoder_channels >= 1, "model.conv_channels and model.decoder_channels must be >= 1"),
@@ -126,6 +135,7 @@ class Config:
             (e.fold_in_code_prior >= 0, "eval.fold_in_code_prior must be >= 0"),
             (e.fold_in_code_prior == 0 or m.orientation == "user",
              "eval.fold_in_code_prior refines a new user's code, which only user rows have (model.orientation='user')"),
+            (mesh.data >= 0 and mesh.model >= 1, "mesh.data must be >= 0 (0: every device left) and mesh.model >= 1"),
         ]
         for ok, message in checks:
             if not ok:

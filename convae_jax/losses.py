@@ -33,20 +33,27 @@ def row_losses(entry_logits, log_z, segment, channel, count, explicit_weight, *,
     return jax.ops.segment_sum(per_entry, segment, num_segments=n_rows + 1)[:n_rows] + implicit_weight * row_counts * log_z
 
 
-def chunked_logsumexp(logits_of_columns, *, n_cols: int, chunk: int):
-    """logsumexp over all columns and channels of `logits_of_columns(cols) -> (B, m, C)`.
+# The logit that a padding column (`valid` False) takes in a log-sum-exp: finite, so that a shard of
+# padding only has a finite log-sum-exp and finite gradients, and so small that exp() of it is 0.
+MASKED_LOGIT = -1e30
+
+
+def chunked_logsumexp(logits_of_columns, *, n_cols: int, chunk: int, valid=None):
+    """logsumexp over all columns and channels of `logits_of_columns(cols) -> (B, m, C)`; columns
+    whose `valid` (n_cols,) entry is False (padding of a sharded catalogue) are left out.
 
     Above `chunk` columns the catalogue is walked in chunks under `jax.checkpoint`, so forward and
     backward keep O(B·chunk·C) logits alive instead of O(B·n·C).
     """
     if n_cols <= chunk:
-        return jax.nn.logsumexp(logits_of_columns(jnp.arange(n_cols)), axis=(1, 2))
+        return jax.nn.logsumexp(_masked(logits_of_columns(jnp.arange(n_cols)), valid), axis=(1, 2))
     n_chunks = -(-n_cols // chunk)
 
     @jax.checkpoint
     def chunk_lse(start):
         cols = start + jnp.arange(chunk)
-        logits = logits_of_columns(jnp.minimum(cols, n_cols - 1))
+        inside = jnp.minimum(cols, n_cols - 1)
+        logits = _masked(logits_of_columns(inside), None if valid is None else valid[inside])
         logits = jnp.where((cols < n_cols)[None, :, None], logits, -jnp.inf)
         return jax.nn.logsumexp(logits, axis=(1, 2))
 
@@ -59,7 +66,12 @@ def chunked_logsumexp(logits_of_columns, *, n_cols: int, chunk: int):
     return total
 
 
-def entry_logits_and_log_z(logits_of_columns, logits_of_entries, segment, col, *, n_cols: int, chunk: int):
+def _masked(logits, valid):
+    """logits (B, m, C) with the columns whose `valid` (m,) is False set to MASKED_LOGIT."""
+    return logits if valid is None else jnp.where(valid[None, :, None], logits, MASKED_LOGIT)
+
+
+def entry_logits_and_log_z(logits_of_columns, logits_of_entries, segment, col, *, n_cols: int, chunk: int, valid=None):
     """(entry logits (T, C), log Z (B,)) of a batch, the two inputs of `row_losses`.
 
     `logits_of_columns(cols)` gives (B, m, C) at columns `cols`, or at the whole catalogue for
@@ -68,13 +80,22 @@ def entry_logits_and_log_z(logits_of_columns, logits_of_entries, segment, col, *
     entries' logits are then a gather L[segment, col] rather than a per-entry gather of W_dec
     (T·d·k' values, and as many scattered back in the backward pass). Above `chunk`, log Z is
     `chunked_logsumexp` and the entries come from `logits_of_entries`. Padding entries
-    (segment == B) read row B − 1; `row_losses` gives them count 0.
+    (segment == B) read row B − 1; `row_losses` gives them count 0. Columns whose `valid` entry is
+    False stay out of log Z (`chunked_logsumexp`).
     """
     if n_cols > chunk:
-        return logits_of_entries(), chunked_logsumexp(logits_of_columns, n_cols=n_cols, chunk=chunk)
+        return logits_of_entries(), chunked_logsumexp(logits_of_columns, n_cols=n_cols, chunk=chunk, valid=valid)
     logits = logits_of_columns(None)
-    log_z = jax.nn.logsumexp(logits, axis=(1, 2))
+    log_z = jax.nn.logsumexp(_masked(logits, valid), axis=(1, 2))
     return logits[jnp.minimum(segment, logits.shape[0] - 1), col], log_z
+
+
+def combine_logsumexp(partial, axis_name: str):
+    """log Σ_shards exp(partial) of per-shard log-sum-exps `partial` (…) over mesh axis `axis_name`
+    (inside `jax.shard_map`): a max, its gradient stopped (`lax.pmax` has none, and the result does
+    not depend on it), then a sum of exponentials. Moves one value per row between shards."""
+    top = jax.lax.pmax(jax.lax.stop_gradient(partial), axis_name)
+    return top + jnp.log(jax.lax.psum(jnp.exp(partial - top), axis_name))
 
 
 def log_probabilities(logits, log_z):

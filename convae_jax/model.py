@@ -119,6 +119,13 @@ class Conv4Rec(nn.Module):
           O(n·C·k·d + T·d), for sparser batches (ML-100K-, ML-1M- and ML-20M-sized ones), in
           chunks of entries (`bag_sum`).
         """
+        return self.code(self.encoder_sum(segment, col, channel, count, n_rows), segment,
+                         count if norm_count is None else norm_count, n_rows)
+
+    def encoder_sum(self, segment, col, channel, count, n_rows: int):
+        """The encoder's pre-activation Σ_(col,c) x[col,c] · A[c] · W_enc[col], (n_rows, d), over the
+        entries given: a sum, so a column shard's part of it adds up with the other shards' (see
+        `encode`)."""
         chex.assert_rank([segment, col, channel, count], 1)
         chex.assert_equal_shape([segment, col, channel, count])
         chex.assert_type([segment, col, channel, count], [int, int, int, float])
@@ -135,8 +142,13 @@ class Conv4Rec(nn.Module):
         else:
             table = mix_middle(self.input_conv, self.encoder_kernel)
             pre = bag_sum(table.reshape(n * c, d), col * c + channel, count, segment, n_rows)
+        return pre
+
+    def code(self, pre, segment, norm_count, n_rows: int):
+        """Row codes h (n_rows, d) from the encoder's summed pre-activation (`encoder_sum`): the
+        optional L2 input norm (from the entries' `norm_count`), the bias, φ and the extra layers."""
         if self.config.input_norm == "l2":
-            pre = pre * self._inverse_row_norms(segment, count if norm_count is None else norm_count, n_rows)[:, None]
+            pre = pre * self._inverse_row_norms(segment, norm_count, n_rows)[:, None]
         h = ACTIVATION_FNS[self.config.encoder_activation](pre + self.encoder_bias)
         for layer in self.extra_layers:
             h = ACTIVATION_FNS[self.config.encoder_activation](layer(h))

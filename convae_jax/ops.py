@@ -151,7 +151,8 @@ def _bag_sum_fwd(table, index, weight, segment, n_rows):
     def body(j, out):
         return out.at[seg[j]].add(wt[j][:, None] * table[idx[j]], mode="drop")
 
-    out = jax.lax.fori_loop(0, idx.shape[0], body, jnp.zeros((n_rows, table.shape[1]), table.dtype))
+    # zeros_like: under jax.shard_map the sum varies over the mesh axes the table does.
+    out = jax.lax.fori_loop(0, idx.shape[0], body, jnp.zeros_like(table, shape=(n_rows, table.shape[1])))
     return out, (table, index, weight, segment)
 
 

@@ -13,12 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from convae_jax import losses
 from convae_jax.checkpoint import CheckpointDir, data_fingerprint, root_key_data
 from convae_jax.config import Config
-from convae_jax.data.batches import RowBatch, RowMatrix, entry_budget, iterate_batches
+from convae_jax.data.batches import RowBatch, RowMatrix, entry_budget, iterate_sharded_batches
 from convae_jax.data.interactions import Interactions
 from convae_jax.data.splits import holdout_interactions
 from convae_jax.errors import CheckpointError, ConvaeError, TrainingDiverged
@@ -27,6 +28,7 @@ from convae_jax.metrics import rating_metrics
 from convae_jax.model import Conv4Rec, build_model, init_params, weight_names
 from convae_jax.predict import FittedModel
 from convae_jax.pytrees import named_leaves
+from convae_jax.sharding import DATA, MODEL, Layout, make_layout, vary_over_mesh
 
 
 class TrainState(NamedTuple):
@@ -82,45 +84,112 @@ def evaluated_weights(state: TrainState, config: Config) -> dict:
     return state.opt_state[1].average if config.train.weight_average else state.params
 
 
-def make_loss_fn(*, model: Conv4Rec, config: Config, batch_rows: int):
+def make_loss_fn(*, model: Conv4Rec, config: Config, batch_rows: int, layout: Layout | None = None):
     """`loss(params, batch, key) -> scalar`: batch-mean joint loss with input dropout, plus L2.
-    The encoder reads `batch.count` (dropped out); the loss scores `batch.target` when the batch
-    has one (separate inputs, see `fit`), else the same `batch.count` before dropout."""
-    mc = config.model
-    keep_prob = 1.0 - mc.input_dropout
+
+    On a mesh (`layout`: params padded and sharded as it says, batches from
+    `iterate_sharded_batches`), the data term runs under `jax.shard_map`: each device takes its
+    data shard's rows and, of their entries, those whose column its model shard owns. The encoder's
+    sum is added up over `model`; each model shard takes the log-sum-exp over its own columns,
+    combined across `model` (`losses.combine_logsumexp`); an observed entry's logits come from the
+    shard that owns its column. Only per-row vectors and (entries, C) logits cross devices. The
+    dropout mask is drawn on the whole batch, so it does not depend on the mesh; the gradient is
+    taken outside the shard_map, which gives replicated parameters their summed gradient. The encoder
+    reads `batch.count` (dropped out); the loss scores `batch.target` when the batch has one
+    (separate inputs, see `fit`), else the same `batch.count` before dropout."""
+    keep_prob = 1.0 - config.model.input_dropout
     penalised = set(weight_names(jax.eval_shape(lambda key: init_params(model, key), jax.random.key(0))))
+    data_loss = _data_loss_fn(model=model, config=config, batch_rows=batch_rows, layout=layout)
 
     def loss_fn(params, batch: RowBatch, key):
         keep = jax.random.bernoulli(key, keep_prob, batch.count.shape).astype(jnp.float32)
-        input_count = batch.count * keep / keep_prob
-        h = model.apply({"params": params}, batch.segment, batch.col, batch.channel, input_count, batch_rows,
-                        batch.count, method=Conv4Rec.encode)
-        h_padded = jnp.concatenate([h, jnp.zeros((1, h.shape[1]), h.dtype)])
-        entry_logits, log_z = losses.entry_logits_and_log_z(
-            lambda cols: model.apply({"params": params}, h, cols, method=Conv4Rec.column_logits),
-            lambda: model.apply({"params": params}, h_padded[batch.segment], batch.col, method=Conv4Rec.entry_logits),
-            batch.segment, batch.col, n_cols=model.n_cols, chunk=mc.logit_chunk)
-        explicit_weight = jnp.ones_like(keep) if mc.explicit_on == "all" else 1.0 - keep
-        scored = batch.count if batch.target is None else batch.target
-        per_row = losses.row_losses(entry_logits, log_z, batch.segment, batch.channel, scored, explicit_weight,
-                                    rating_weight=mc.rating_weight, n_rows=batch_rows,
-                                    implicit_weight=mc.implicit_weight)
-        data_loss = jnp.sum(per_row * batch.row_mask) / jnp.maximum(jnp.sum(batch.row_mask), 1.0)
+        loss = data_loss(params, batch, keep)
         penalty = sum(jnp.sum(w**2) for name, w in named_leaves(params).items() if name in penalised)
-        return data_loss + config.train.l2 * penalty
+        return loss + config.train.l2 * penalty
 
     return loss_fn
 
 
-def make_train_step(*, model: Conv4Rec, tx: optax.GradientTransformation, config: Config, dropout_key) -> TrainStep:
+def _data_loss_fn(*, model: Conv4Rec, config: Config, batch_rows: int, layout: Layout | None):
+    """`data_loss(params, batch, keep) -> scalar`, the batch mean of `losses.row_losses` with
+    input mask `keep` (see `make_loss_fn`): one device's part of it, under `jax.shard_map` on a mesh."""
+    mc = config.model
+    keep_prob = 1.0 - mc.input_dropout
+    layout = layout if layout is not None and layout.spans_devices else None
+    data, columns = (layout.data, layout.model) if layout is not None else (1, 1)
+    rows = batch_rows // data
+    padded = layout is not None and layout.n_padded > layout.n_cols
+    shard_model = model if layout is None else build_model(mc, n_cols=layout.cols_per_shard, n_channels=model.n_channels)
+
+    def data_loss(params, batch: RowBatch, keep):
+        if layout is not None:
+            params = vary_over_mesh(params, layout)
+        apply = lambda method, *args: shard_model.apply({"params": params}, *args, method=method)
+        segment, col, input_count = batch.segment, batch.col, batch.count * keep / keep_prob
+        if data > 1:  # positions in the whole batch -> in this shard's rows (padding: `rows`)
+            segment = jnp.where(segment == batch_rows, rows, segment - jax.lax.axis_index(DATA) * rows)
+        if columns > 1:  # the shard's own columns, numbered from 0; other entries weigh 0 here
+            first = jax.lax.axis_index(MODEL) * layout.cols_per_shard
+            owned = (col >= first) & (col < first + layout.cols_per_shard)
+            col, input_count = jnp.where(owned, col - first, 0), jnp.where(owned, input_count, 0.0)
+        pre = apply(Conv4Rec.encoder_sum, segment, col, batch.channel, input_count, rows)
+        if columns > 1:
+            pre = jax.lax.psum(pre, MODEL)
+        h = apply(Conv4Rec.code, pre, segment, batch.count, rows)
+        h_padded = jnp.concatenate([h, jnp.zeros((1, h.shape[1]), h.dtype)])
+        entry_logits, log_z = losses.entry_logits_and_log_z(
+            lambda cols: apply(Conv4Rec.column_logits, h, cols),
+            lambda: apply(Conv4Rec.entry_logits, h_padded[segment], col),
+            segment, col, n_cols=shard_model.n_cols, chunk=mc.logit_chunk,
+            valid=layout.column_valid(jax.lax.axis_index(MODEL)) if padded else None)
+        if columns > 1:
+            entry_logits = jax.lax.psum(jnp.where(owned[:, None], entry_logits, 0.0), MODEL)
+            log_z = losses.combine_logsumexp(log_z, MODEL)
+        explicit_weight = jnp.ones_like(keep) if mc.explicit_on == "all" else 1.0 - keep
+        scored = batch.count if batch.target is None else batch.target
+        per_row = losses.row_losses(entry_logits, log_z, segment, batch.channel, scored, explicit_weight,
+                                    rating_weight=mc.rating_weight, n_rows=rows, implicit_weight=mc.implicit_weight)
+        total, n_rows = jnp.sum(per_row * batch.row_mask), jnp.sum(batch.row_mask)
+        if data > 1:
+            total, n_rows = jax.lax.psum((total, n_rows), DATA)
+        return total / jnp.maximum(n_rows, 1.0)
+
+    if layout is None:
+        return data_loss
+    params = layout.padded_shapes(lambda key: init_params(model, key))
+    return jax.shard_map(data_loss, mesh=layout.mesh, out_specs=P(),
+                         in_specs=(layout.specs(params), layout.batch_spec, layout.batch_spec))
+
+
+def init_train_state(*, model: Conv4Rec, tx: optax.GradientTransformation, key, layout: Layout,
+                     params=None) -> TrainState:
+    """Parameters from `key` (or the given host `params`) and the optimiser's fresh state, each
+    created where `layout` keeps it (Adam's moments sharded like the parameters they follow)."""
+    params = layout.init(lambda k: init_params(model, k), key) if params is None else layout.place(params)
+    opt_state = jax.jit(tx.init, out_shardings=layout.shardings(jax.eval_shape(tx.init, params)))(params)
+    return TrainState(params, opt_state, jax.device_put(jnp.zeros((), jnp.int32), layout.replicated))
+
+
+def host_state_shapes(*, model: Conv4Rec, tx: optax.GradientTransformation) -> TrainState:
+    """Shapes and dtypes of a train state on the host (today's shapes, whatever the mesh)."""
+    def fresh(key):
+        params = init_params(model, key)
+        return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+    return jax.eval_shape(fresh, jax.random.key(0))
+
+
+def make_train_step(*, model: Conv4Rec, tx: optax.GradientTransformation, config: Config, dropout_key,
+                    layout: Layout | None = None) -> TrainStep:
     """Builds the jitted step once. The optimiser state is donated and comes first among inputs and
     outputs, the parameters are not donated: JAX pairs each output with the first unclaimed donated
     input of its shape, and other orders made XLA copy weights or Adam's moments every step
     (docs/performance.md). The dropout key of step t is fold_in(dropout_key, t), so no key crosses
     from the host. The returned loss is NaN when the loss is non-finite or a gradient entry is
     unusable (NaN, inf, or so large that its square overflows Adam's second moment), so the loop's
-    divergence guard can name the step; that test reads Adam's new second moments (`_usable`)."""
-    loss_fn = make_loss_fn(model=model, config=config, batch_rows=config.train.batch_rows)
+    divergence guard can name the step; that test reads Adam's new second moments (`_usable`).
+    With a `layout` of several devices, the state lives where `init_train_state` put it and batches
+    arrive split over the mesh's data axis (`make_loss_fn`)."""
+    loss_fn = make_loss_fn(model=model, config=config, batch_rows=config.train.batch_rows, layout=layout)
     holder = TrainStep(fn=None)
 
     def step(opt_state, params, count, batch: RowBatch):
@@ -131,7 +200,13 @@ def make_train_step(*, model: Conv4Rec, tx: optax.GradientTransformation, config
         loss = jnp.where(_usable(optax.tree_utils.tree_get(opt_state, "nu")), loss, jnp.nan)
         return opt_state, optax.apply_updates(params, updates), count + 1, loss
 
-    jitted = jax.jit(step, donate_argnums=(0, 2))
+    if layout is None or not layout.spans_devices:
+        jitted = jax.jit(step, donate_argnums=(0, 2))
+    else:
+        params = layout.padded_shapes(lambda key: init_params(model, key))
+        param_sh, opt_sh = layout.shardings(params), layout.shardings(jax.eval_shape(tx.init, params))
+        jitted = jax.jit(step, donate_argnums=(0, 2), in_shardings=(opt_sh, param_sh, layout.replicated, layout.batch_sharding),
+                         out_shardings=(opt_sh, param_sh, layout.replicated, layout.replicated))
 
     def run(state: TrainState, batch: RowBatch):
         opt_state, params, count, loss = jitted(state.opt_state, state.params, state.step, batch)
@@ -225,14 +300,13 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
         active_rows = np.flatnonzero(scored > 0)
     read = full_train if inputs is None else inputs  # what the returned model's encoder reads
     model = build_model(config.model, n_cols=matrix.n_cols, n_channels=train.n_channels)
+    layout = make_layout(config, n_cols=matrix.n_cols)
     root = jax.random.key(tc.seed)
-    params = (init_params(model, jax.random.fold_in(root, 0)) if initial_params is None
-              else jax.tree_util.tree_map(jnp.asarray, initial_params))
     tx = make_optimizer(config)
-    state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
-    step = make_train_step(model=model, tx=tx, config=config, dropout_key=jax.random.fold_in(root, 1))
+    state = init_train_state(model=model, tx=tx, key=jax.random.fold_in(root, 0), layout=layout, params=initial_params)
+    step = make_train_step(model=model, tx=tx, config=config, dropout_key=jax.random.fold_in(root, 1), layout=layout)
     shuffle_rng = np.random.default_rng(np.asarray(jax.random.key_data(jax.random.fold_in(root, 2))))
-    budget = entry_budget(matrix.lengths, tc.batch_rows)
+    budget = entry_budget(matrix.lengths, tc.batch_rows // layout.data)
 
     checkpoints = None
     progress = _Progress()
@@ -241,23 +315,25 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
         checkpoints = CheckpointDir(checkpoint_dir, config=config, fingerprint=fingerprint)
         if not resume and checkpoints.complete():
             raise CheckpointError(f"{checkpoint_dir} already holds checkpoints; resume the run or use a new directory")
-        found = checkpoints.latest({"state": state, "best": state.params}) if resume else None
+        template = host_state_shapes(model=model, tx=tx)
+        found = checkpoints.latest({"state": template, "best": template.params}) if resume else None
         if found is not None:
-            state, progress = _restore(found, state, shuffle_rng, tc.seed)
+            state, progress = _restore(found, layout, shuffle_rng, tc.seed)
 
     bar = tqdm(total=tc.max_epochs, initial=progress.epoch, disable=not tc.progress, unit="epoch", dynamic_ncols=True)
     for epoch in range(progress.epoch + 1, tc.max_epochs + 1):
         if progress.finished:
             break
         start, batch_losses, first_step = time.perf_counter(), [], int(state.step)
-        for batch in iterate_batches(matrix, shuffle_rng.permutation(active_rows), batch_rows=tc.batch_rows, budget=budget):
+        for batch in iterate_sharded_batches(matrix, shuffle_rng.permutation(active_rows), batch_rows=tc.batch_rows,
+                                             budget=budget, shards=layout.data):
             state, loss = step(state, batch)
             batch_losses.append(loss)
         saving = checkpoints is not None and (epoch % tc.checkpoint_every == 0 or epoch == tc.max_epochs)
         # The whole state comes to the host only when it is checkpointed anyway.
-        host = jax.device_get(state if saving else TrainState(state.params, None, None))
+        host = layout.to_host(state if saving else TrainState(state.params, None, None))
         batch_losses = np.asarray(jax.device_get(batch_losses))
-        params = jax.device_get(evaluated_weights(state, config)) if tc.weight_average else host.params
+        params = layout.to_host(evaluated_weights(state, config)) if tc.weight_average else host.params
         _guard_divergence(batch_losses, host, epoch=epoch, first_step=first_step, checkpoints=checkpoints)
         train_loss = float(np.mean(batch_losses))
         seconds = time.perf_counter() - start
@@ -281,7 +357,7 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
         progress.finished = (validating and progress.since_best >= tc.patience) or epoch == tc.max_epochs
         if checkpoints is not None and (saving or progress.finished):
             if not saving:  # early-stopped between checkpoints: fetch and check the whole state now
-                host = jax.device_get(state)
+                host = layout.to_host(state)
                 _guard_divergence(batch_losses, host, epoch=epoch, first_step=first_step, checkpoints=checkpoints)
             checkpoints.save(epoch, {"state": host, "best": progress.best_params},
                              progress.to_json(shuffle_rng, tc.seed))
@@ -343,13 +419,14 @@ class _Progress:
         })
 
 
-def _restore(found, state: TrainState, shuffle_rng: np.random.Generator, seed: int) -> tuple[TrainState, _Progress]:
-    """Train state and loop progress from a checkpoint; the shuffling generator is reset in place."""
+def _restore(found, layout: Layout, shuffle_rng: np.random.Generator, seed: int) -> tuple[TrainState, _Progress]:
+    """Train state (placed on the mesh) and loop progress from a checkpoint; the shuffling
+    generator is reset in place."""
     loop = found.loop
     if loop["root_key"] != root_key_data(seed):
         raise CheckpointError(f"{found.path}: written with another root PRNG key")
     shuffle_rng.bit_generator.state = loop["shuffle_rng"]
-    restored = jax.tree_util.tree_map(jnp.asarray, found.trees["state"])
+    restored = layout.place(found.trees["state"])
     progress = _Progress(epoch=found.epoch, history=[EpochRecord(**r) for r in loop["history"]],
                          best_params=found.trees.get("best"), best_score=float(loop["best_score"]),
                          since_best=int(loop["since_best"]), finished=bool(loop["finished"]))

@@ -11,6 +11,7 @@ the loss scores, while `count` is what the encoder reads.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -89,6 +90,29 @@ def iterate_batches(matrix: RowMatrix, rows: np.ndarray, *, batch_rows: int, bud
             raise ValueError(f"row {rows[start]} has {lengths[rows[start]]} entries, over the budget {budget}")
         yield _pack(matrix, rows[start:stop], batch_rows, budget)
         start = stop
+
+
+def iterate_sharded_batches(matrix: RowMatrix, rows: np.ndarray, *, batch_rows: int, budget: int,
+                            shards: int) -> Iterator[RowBatch]:
+    """Packs `rows` into batches of `shards` equal parts, one per device of a mesh's data axis:
+    part j holds at most batch_rows / shards rows and `budget` entries, and is rows
+    [j·B/shards, (j+1)·B/shards) and entries [j·budget, (j+1)·budget) of the batch, whose
+    `segment` values stay positions in the whole batch (B marks padding). One shard: the batches of
+    `iterate_batches` themselves."""
+    if shards == 1:
+        yield from iterate_batches(matrix, rows, batch_rows=batch_rows, budget=budget)
+        return
+    per_shard = batch_rows // shards
+    parts = iterate_batches(matrix, rows, batch_rows=per_shard, budget=budget)
+    empty = _pack(matrix, rows[:0], per_shard, budget)
+    while group := list(itertools.islice(parts, shards)):
+        group += [empty] * (shards - len(group))
+        segment = [np.where(p.segment == per_shard, batch_rows, p.segment + j * per_shard) for j, p in enumerate(group)]
+        target = None if group[0].target is None else np.concatenate([p.target for p in group])
+        yield RowBatch(*(np.concatenate([getattr(p, f) for p in group]) for f in ("row", "row_mask")),
+                       np.concatenate(segment).astype(np.int32),
+                       *(np.concatenate([getattr(p, f) for p in group]) for f in ("col", "channel", "count")),
+                       target=target)
 
 
 def _pack(matrix: RowMatrix, rows: np.ndarray, batch_rows: int, budget: int) -> RowBatch:
