@@ -46,14 +46,14 @@ def chunked_logsumexp(logits_of_columns, *, n_cols: int, chunk: int, valid=None)
     backward keep O(B·chunk·C) logits alive instead of O(B·n·C).
     """
     if n_cols <= chunk:
-        return jax.nn.logsumexp(_masked(logits_of_columns(jnp.arange(n_cols)), valid), axis=(1, 2))
+        return jax.nn.logsumexp(masked_logits(logits_of_columns(jnp.arange(n_cols)), valid), axis=(1, 2))
     n_chunks = -(-n_cols // chunk)
 
     @jax.checkpoint
     def chunk_lse(start):
         cols = start + jnp.arange(chunk)
         inside = jnp.minimum(cols, n_cols - 1)
-        logits = _masked(logits_of_columns(inside), None if valid is None else valid[inside])
+        logits = masked_logits(logits_of_columns(inside), None if valid is None else valid[inside])
         logits = jnp.where((cols < n_cols)[None, :, None], logits, -jnp.inf)
         return jax.nn.logsumexp(logits, axis=(1, 2))
 
@@ -66,7 +66,7 @@ def chunked_logsumexp(logits_of_columns, *, n_cols: int, chunk: int, valid=None)
     return total
 
 
-def _masked(logits, valid):
+def masked_logits(logits, valid):
     """logits (B, m, C) with the columns whose `valid` (m,) is False set to MASKED_LOGIT."""
     return logits if valid is None else jnp.where(valid[None, :, None], logits, MASKED_LOGIT)
 
@@ -86,7 +86,7 @@ def entry_logits_and_log_z(logits_of_columns, logits_of_entries, segment, col, *
     if n_cols > chunk:
         return logits_of_entries(), chunked_logsumexp(logits_of_columns, n_cols=n_cols, chunk=chunk, valid=valid)
     logits = logits_of_columns(None)
-    log_z = jax.nn.logsumexp(_masked(logits, valid), axis=(1, 2))
+    log_z = jax.nn.logsumexp(masked_logits(logits, valid), axis=(1, 2))
     return logits[jnp.minimum(segment, logits.shape[0] - 1), col], log_z
 
 

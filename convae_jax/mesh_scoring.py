@@ -25,7 +25,7 @@ from convae_jax.data.batches import RowMatrix, entry_budget, iterate_batches
 from convae_jax.data.interactions import Interactions
 from convae_jax.errors import ConvaeError
 from convae_jax.model import Conv4Rec, build_model
-from convae_jax.predict import FittedModel, UserScores
+from convae_jax.predict import FittedModel, UserScores, padded_index
 from convae_jax.sharding import MODEL, Layout
 
 
@@ -76,8 +76,8 @@ class MeshScorer:
         codes = self.codes(known) if known.size else jnp.zeros((0, self.model.module.config.hidden[-1]))
         out = []
         for start in range(0, users.size, chunk):
-            at = _pad(position[start:start + chunk], chunk)
-            logits = self.kernels.pair_logits(codes[at], jnp.asarray(_pad(items[start:start + chunk], chunk)))
+            at = padded_index(position[start:start + chunk], chunk)
+            logits = self.kernels.pair_logits(codes[at], jnp.asarray(padded_index(items[start:start + chunk], chunk)))
             out.append(np.asarray(jax.nn.log_softmax(logits, axis=-1))[: min(chunk, users.size - start)])
         return np.concatenate(out) if out else np.zeros((0, self.train.n_channels), np.float32)
 
@@ -113,12 +113,6 @@ def _entries(rows):
     return rows.segment, rows.col, rows.channel, rows.count
 
 
-def _pad(index: np.ndarray, size: int) -> np.ndarray:
-    out = np.zeros(size, np.int32)
-    out[: index.size] = index
-    return out
-
-
 class _ShardKernels:
     """The jitted shard_map programs of a `MeshScorer`, shared by a model's folded-in users."""
 
@@ -143,19 +137,11 @@ class _ShardKernels:
     def _first_column(self):
         return self._shard() * self.layout.cols_per_shard
 
-    def _own(self, col):
-        """(column numbered within this shard, owned?) of global columns `col`."""
-        if self.layout.model == 1:
-            return col, jnp.ones(col.shape, bool)
-        first = self._first_column()
-        owned = (col >= first) & (col < first + self.layout.cols_per_shard)
-        return jnp.where(owned, col - first, 0), owned
-
     def _sum_over_model(self, x):
         return jax.lax.psum(x, MODEL) if self.layout.model > 1 else x
 
     def _codes(self, params, segment, col, channel, count):
-        local, owned = self._own(col)
+        local, owned = self.layout.own_columns(col)
         pre = self._apply(params, Conv4Rec.encoder_sum, segment, local, channel, jnp.where(owned, count, 0.0), self.rows)
         return self._apply(params, Conv4Rec.code, self._sum_over_model(pre), segment, count, self.rows)
 
@@ -163,7 +149,7 @@ class _ShardKernels:
         """(log P(i | u) of this shard's items (rows, cols_per_shard), their logits, which are real)."""
         logits = self._apply(params, Conv4Rec.column_logits, codes, None)  # (rows, own columns, C)
         valid = self.layout.column_valid(self._shard())
-        log_z = jax.nn.logsumexp(jnp.where(valid[None, :, None], logits, losses.MASKED_LOGIT), axis=(1, 2))
+        log_z = jax.nn.logsumexp(losses.masked_logits(logits, valid), axis=(1, 2))
         if self.layout.model > 1:
             log_z = losses.combine_logsumexp(log_z, MODEL)
         return jax.nn.logsumexp(logits, axis=-1) - log_z[:, None], logits, valid
@@ -190,7 +176,7 @@ class _ShardKernels:
     @functools.cached_property
     def _pair_logits(self):
         def run(params, codes, cols):
-            local, owned = self._own(cols)
+            local, owned = self.layout.own_columns(cols)
             logits = self._apply(params, Conv4Rec.entry_logits, codes, local)
             return self._sum_over_model(jnp.where(owned[:, None], logits, 0.0))
         return self._on_mesh(run, n_args=2)
@@ -204,7 +190,7 @@ class _ShardKernels:
 
         def run(params, segment, col, channel, count):
             log_consume, _, valid = self._log_consume(params, self._codes(params, segment, col, channel, count))
-            local, owned = self._own(col)  # the history's own items; padding entries (segment == rows) drop out
+            local, owned = self.layout.own_columns(col)  # the history's own items; padding entries (segment == rows) drop out
             log_consume = log_consume.at[jnp.where(owned, segment, self.rows), local].set(-jnp.inf, mode="drop")
             values, index = jax.lax.top_k(jnp.where(valid[None, :], log_consume, -jnp.inf),
                                           min(k, self.layout.cols_per_shard))

@@ -61,7 +61,7 @@ class FittedModel:
         codes = self.row_codes
         out = []
         for start in range(0, rows.size, chunk):
-            r, c = _pad(rows[start:start + chunk], chunk), _pad(cols[start:start + chunk], chunk)
+            r, c = padded_index(rows[start:start + chunk], chunk), padded_index(cols[start:start + chunk], chunk)
             logits = self._kernels.entry_logits(self.params, codes[r], c)
             out.append(np.asarray(jax.nn.log_softmax(logits, axis=-1))[: min(chunk, rows.size - start)])
         return np.concatenate(out) if out else np.zeros((0, self.train.n_channels), np.float32)
@@ -78,7 +78,7 @@ class FittedModel:
         batch = batch or self.config.eval.eval_rows
         for start in range(0, users.size, batch):
             chunk = users[start:start + batch]
-            padded = _pad(chunk, batch)
+            padded = padded_index(chunk, batch)
             if self.orientation == "user":
                 log_c, log_r = self._kernels.user_row_scores(self.params, self.row_codes[padded])
             else:
@@ -173,7 +173,7 @@ class FoldedUsers:
         batch = batch or model.config.eval.eval_rows
         n = len(self.users)
         for start in range(0, n, batch):
-            idx = _pad(np.arange(start, min(start + batch, n), dtype=np.int32), batch)
+            idx = padded_index(np.arange(start, min(start + batch, n), dtype=np.int32), batch)
             if model.orientation == "user":
                 log_c, log_r = model._kernels.user_row_scores(model.params, self.codes[idx])
             else:
@@ -356,7 +356,8 @@ def _adam_per_user(model: FittedModel, objective, starts, history: Interactions,
     return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *fitted)
 
 
-def _pad(index: np.ndarray, size: int) -> np.ndarray:
+def padded_index(index: np.ndarray, size: int) -> np.ndarray:
+    """`index` (≤ size,) zero-padded to `size`, so that jitted kernels see one shape."""
     out = np.zeros(size, np.int32)
     out[: index.size] = index
     return out

@@ -118,6 +118,15 @@ class Layout:
         shardings = self.shardings(self.padded_shapes(init_fn))
         return jax.jit(lambda k: self.pad(init_fn(k)), out_shardings=shardings)(key)
 
+    def own_columns(self, col):
+        """(col numbered within this device's `model` shard, whether the shard owns it), for global
+        columns `col`; under `jax.shard_map` over this layout's mesh."""
+        if self.model == 1:
+            return col, jnp.ones(col.shape, bool)
+        first = jax.lax.axis_index(MODEL) * self.cols_per_shard
+        owned = (col >= first) & (col < first + self.cols_per_shard)
+        return jnp.where(owned, col - first, 0), owned
+
     def column_valid(self, shard_index):
         """(cols_per_shard,) bool: which of shard `shard_index`'s columns are real (not padding)."""
         return shard_index * self.cols_per_shard + jnp.arange(self.cols_per_shard) < self.n_cols

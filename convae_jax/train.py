@@ -129,9 +129,8 @@ def _data_loss_fn(*, model: Conv4Rec, config: Config, batch_rows: int, layout: L
         if data > 1:  # positions in the whole batch -> in this shard's rows (padding: `rows`)
             segment = jnp.where(segment == batch_rows, rows, segment - jax.lax.axis_index(DATA) * rows)
         if columns > 1:  # the shard's own columns, numbered from 0; other entries weigh 0 here
-            first = jax.lax.axis_index(MODEL) * layout.cols_per_shard
-            owned = (col >= first) & (col < first + layout.cols_per_shard)
-            col, input_count = jnp.where(owned, col - first, 0), jnp.where(owned, input_count, 0.0)
+            col, owned = layout.own_columns(col)
+            input_count = jnp.where(owned, input_count, 0.0)
         pre = apply(Conv4Rec.encoder_sum, segment, col, batch.channel, input_count, rows)
         if columns > 1:
             pre = jax.lax.psum(pre, MODEL)

@@ -84,7 +84,7 @@ class TruthEstimator:
         return self.truth.log_p_joint(np.asarray(users))
 
 
-def _config(preset: Preset, seed: int, extra=(), *, n: int, n_users: int):
+def run_config(preset: Preset, seed: int, extra=(), *, n: int, n_users: int):
     """The run's config. With `l2_per_draw` λ, train.l2 = λ·N/m: the loss `fit` minimises sums
     over a user's draws (≈ N/m of them) and averages over users, so this makes the objective
     (N/m)·(mean loss per draw + λ‖W‖²), whose minimiser has ‖W‖² ≤ ln K/λ at every N (the per-draw
@@ -94,7 +94,14 @@ def _config(preset: Preset, seed: int, extra=(), *, n: int, n_users: int):
     return theory_config(tuple(extra) + preset.overrides + scaled + (f"train.seed={seed}",))
 
 
-def _timed(fn, *args, **kwargs):
+def sample_grid(truth, preset: Preset):
+    """Each (N, seed) of `preset` with its three independent samples (S_in, S_tgt, S_cert)."""
+    for n in preset.sample_sizes:
+        for seed in preset.seeds:
+            yield n, seed, draw_samples(truth, n, seed=seed)
+
+
+def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     return fn(*args, **kwargs), time.perf_counter() - start
 
@@ -104,29 +111,27 @@ def run_certify(preset: Preset, *, log=print) -> dict:
     truth = make_truth(**preset.truth)
     entropy = conditional_entropy(truth)
     runs = []
-    for n in preset.sample_sizes:
-        for seed in preset.seeds:
-            s = draw_samples(truth, n, seed=seed)
-            config = _config(preset, seed, n=n, n_users=truth.n_users)
-            model, seconds = _timed(fit_to_draws, s.targets, s.cert, config)
-            estimators = {"model": ModelEstimator(model), "per_user_empirical": PerUserEmpirical(s.targets).select(s.cert),
-                          "global_popularity": GlobalPopularity(s.targets).select(s.cert)}
-            for r in RANKS:
-                estimators[f"low_rank_{r}"] = fit_low_rank(s.targets, s.cert, LowRankFit(rank=r, seed=seed))
-            run = {"n": n, "seed": seed, "fit_seconds": seconds, "epochs": len(model.history),
-                   "alpha": {k: e.alpha for k, e in estimators.items() if hasattr(e, "alpha")},
-                   "low_rank_steps": {k: e.steps for k, e in estimators.items() if hasattr(e, "steps")},
-                   **{name: recovery_distances(truth, e) for name, e in estimators.items()}}
-            run["certificate"] = certify(
-                draw_log_losses(estimators["model"], s.cert, smoothing=CERT_SMOOTHING),
-                draw_log_losses(TruthEstimator(truth), s.cert), s.cert.count, entropy=entropy,
-                n_outputs=truth.n_items * truth.n_channels, candidates=certificate_candidates(preset, config, seed))
-            runs.append(run)
-            log(f"N={n} seed={seed}: " + "  ".join(f"{k} TV {run[k]['tv_joint']:.4f}" for k in ESTIMATORS)
-                + f"  certified TV {run['certificate']['best']['tv_bound']:.4f} (centred "
-                + f"{run['certificate']['centred']['tv_bound']:.4f}, plain {run['certificate']['plain']['tv_bound']:.4f})"
-                + f"  ({seconds:.0f} s, {run['epochs']} epochs)")
-    return {"preset": dataclasses.asdict(preset), "truth": _truth_record(truth), "truth_entropy": entropy,
+    for n, seed, s in sample_grid(truth, preset):
+        config = run_config(preset, seed, n=n, n_users=truth.n_users)
+        model, seconds = timed(fit_to_draws, s.targets, s.cert, config)
+        estimators = {"model": ModelEstimator(model), "per_user_empirical": PerUserEmpirical(s.targets).select(s.cert),
+                      "global_popularity": GlobalPopularity(s.targets).select(s.cert)}
+        for r in RANKS:
+            estimators[f"low_rank_{r}"] = fit_low_rank(s.targets, s.cert, LowRankFit(rank=r, seed=seed))
+        run = {"n": n, "seed": seed, "fit_seconds": seconds, "epochs": len(model.history),
+               "alpha": {k: e.alpha for k, e in estimators.items() if hasattr(e, "alpha")},
+               "low_rank_steps": {k: e.steps for k, e in estimators.items() if hasattr(e, "steps")},
+               **{name: recovery_distances(truth, e) for name, e in estimators.items()}}
+        run["certificate"] = certify(
+            draw_log_losses(estimators["model"], s.cert, smoothing=CERT_SMOOTHING),
+            draw_log_losses(TruthEstimator(truth), s.cert), s.cert.count, entropy=entropy,
+            n_outputs=truth.n_items * truth.n_channels, candidates=certificate_candidates(preset, config, seed))
+        runs.append(run)
+        log(f"N={n} seed={seed}: " + "  ".join(f"{k} TV {run[k]['tv_joint']:.4f}" for k in ESTIMATORS)
+            + f"  certified TV {run['certificate']['best']['tv_bound']:.4f} (centred "
+            + f"{run['certificate']['centred']['tv_bound']:.4f}, plain {run['certificate']['plain']['tv_bound']:.4f})"
+            + f"  ({seconds:.0f} s, {run['epochs']} epochs)")
+    return {"preset": dataclasses.asdict(preset), "truth": truth_record(truth), "truth_entropy": entropy,
             "runs": runs, **certify_rates(runs)}
 
 
@@ -195,28 +200,26 @@ def run_bounds(preset: Preset, *, log=print) -> dict:
     truth = make_truth(**preset.truth)
     entropy = conditional_entropy(truth)
     runs = []
-    for n in preset.sample_sizes:
-        for seed in preset.seeds:
-            s = draw_samples(truth, n, seed=seed)
-            config = _config(preset, seed, BOUNDS_OVERRIDES, n=n, n_users=truth.n_users)
-            split, split_seconds = _timed(fit_to_draws, s.targets, s.cert, config, inputs=s.inputs)
-            same, same_seconds = _timed(fit_to_draws, s.targets, s.cert, config)
-            run = {"n": n, "seed": seed, "fit_seconds": {"split": split_seconds, "same_sample": same_seconds},
-                   "epochs": {"split": len(split.history), "same_sample": len(same.history)},
-                   "split": _risks(truth, entropy, ModelEstimator(split), s.targets)
-                   | {"tv_joint": recovery_distances(truth, ModelEstimator(split))["tv_joint"]},
-                   "same_sample": _risks(truth, entropy, ModelEstimator(same), s.targets)
-                   | {"tv_joint": recovery_distances(truth, ModelEstimator(same))["tv_joint"]},
-                   "per_user": per_user_leakage(truth, entropy, s),
-                   "bounds": bounds_lib.model_bounds(split, s.targets)}
-            run["leakage"] = run["same_sample"]["log_loss"]["gap"] - run["split"]["log_loss"]["gap"]
-            runs.append(run)
-            shared = run["bounds"]["shared"]
-            log(f"N={n} seed={seed}: gap split {run['split']['smoothed']['gap']:.4f} same-sample "
-                f"{run['same_sample']['log_loss']['gap']:.4f} leakage {run['leakage']:.4f}  bounds (shared) "
-                + "  ".join(f"{form} {shared[form]['bound']:.3g}" for form in bounds_lib.FORMS)
-                + f"  ({split_seconds:.0f} + {same_seconds:.0f} s)")
-    return {"preset": dataclasses.asdict(preset), "truth": _truth_record(truth), "truth_entropy": entropy,
+    for n, seed, s in sample_grid(truth, preset):
+        config = run_config(preset, seed, BOUNDS_OVERRIDES, n=n, n_users=truth.n_users)
+        split, split_seconds = timed(fit_to_draws, s.targets, s.cert, config, inputs=s.inputs)
+        same, same_seconds = timed(fit_to_draws, s.targets, s.cert, config)
+        run = {"n": n, "seed": seed, "fit_seconds": {"split": split_seconds, "same_sample": same_seconds},
+               "epochs": {"split": len(split.history), "same_sample": len(same.history)},
+               "split": _risks(truth, entropy, ModelEstimator(split), s.targets)
+               | {"tv_joint": recovery_distances(truth, ModelEstimator(split))["tv_joint"]},
+               "same_sample": _risks(truth, entropy, ModelEstimator(same), s.targets)
+               | {"tv_joint": recovery_distances(truth, ModelEstimator(same))["tv_joint"]},
+               "per_user": per_user_leakage(truth, entropy, s),
+               "bounds": bounds_lib.model_bounds(split, s.targets)}
+        run["leakage"] = run["same_sample"]["log_loss"]["gap"] - run["split"]["log_loss"]["gap"]
+        runs.append(run)
+        shared = run["bounds"]["shared"]
+        log(f"N={n} seed={seed}: gap split {run['split']['smoothed']['gap']:.4f} same-sample "
+            f"{run['same_sample']['log_loss']['gap']:.4f} leakage {run['leakage']:.4f}  bounds (shared) "
+            + "  ".join(f"{form} {shared[form]['bound']:.3g}" for form in bounds_lib.FORMS)
+            + f"  ({split_seconds:.0f} + {same_seconds:.0f} s)")
+    return {"preset": dataclasses.asdict(preset), "truth": truth_record(truth), "truth_entropy": entropy,
             "runs": runs, "slopes": bounds_slopes(runs)}
 
 
@@ -235,7 +238,7 @@ def bounds_slopes(runs) -> dict:
     return out
 
 
-def _truth_record(truth) -> dict:
+def truth_record(truth) -> dict:
     return {f.name: getattr(truth, f.name) for f in dataclasses.fields(truth)}
 
 

@@ -32,11 +32,11 @@ from theory import pacbayes
 from theory.bounds import SMOOTHING
 from theory.certificate import certified_tv
 from theory.estimators import GlobalPopularity, ModelEstimator
-from theory.experiments import Preset, _config, _timed, _truth_record
+from theory.experiments import Preset, run_config, sample_grid, timed, truth_record
 from theory.fitting import BOUNDS_OVERRIDES, fit_to_draws
 from theory.gaussian_posterior import DrawRisk, perturbed
 from theory.recovery import population_log_loss, recovery_distances
-from theory.synthetic import conditional_entropy, draw_samples, make_truth
+from theory.synthetic import conditional_entropy, make_truth
 
 DELTA = 0.05  # confidence of the reported bound
 SCALES = (0.025, 0.05, 0.1, 0.2, 0.4)  # s: σ_a = s·rms(μ_P,a); each is a prior, paid for in δ
@@ -82,8 +82,8 @@ def _stochastic_population_risk(truth, config, inputs, mean, scales, key) -> dic
 def certify_run(truth, entropy: float, samples, config, *, seed: int, log=print) -> dict:
     """Steps 1–6 of the module docstring for one (N, seed)."""
     a, b = halves(samples.targets, seed=seed)
-    prior, prior_seconds = _timed(fit_to_draws, samples.inputs.concat(a), samples.cert, config, inputs=samples.inputs)
-    means, posterior_seconds = _timed(_posterior_means, prior, b, samples.cert, samples.inputs, config)
+    prior, prior_seconds = timed(fit_to_draws, samples.inputs.concat(a), samples.cert, config, inputs=samples.inputs)
+    means, posterior_seconds = timed(_posterior_means, prior, b, samples.cert, samples.inputs, config)
     risk = DrawRisk(prior, b, smoothing=SMOOTHING)
     n_b, loss_range = int(b.count.sum()), math.log(truth.n_items * truth.n_channels / SMOOTHING)
     levels = pacbayes.split_confidence(DELTA, priors=len(SCALES))
@@ -132,12 +132,11 @@ def run_pacbayes(preset: Preset, *, log=print) -> dict:
     truth = make_truth(**preset.truth)
     entropy = conditional_entropy(truth)
     runs = []
-    for n in preset.sample_sizes:
-        for seed in preset.seeds:
-            config = _config(preset, seed, BOUNDS_OVERRIDES, n=n, n_users=truth.n_users)
-            run = certify_run(truth, entropy, draw_samples(truth, n, seed=seed), config, seed=seed,
-                              log=lambda line, n=n, seed=seed: log(f"N={n} seed={seed}: {line}"))
-            runs.append({"n": n, "seed": seed} | run)
-    return {"preset": dataclasses.asdict(preset), "truth": _truth_record(truth), "truth_entropy": entropy,
+    for n, seed, samples in sample_grid(truth, preset):
+        config = run_config(preset, seed, BOUNDS_OVERRIDES, n=n, n_users=truth.n_users)
+        run = certify_run(truth, entropy, samples, config, seed=seed,
+                          log=lambda line, n=n, seed=seed: log(f"N={n} seed={seed}: {line}"))
+        runs.append({"n": n, "seed": seed} | run)
+    return {"preset": dataclasses.asdict(preset), "truth": truth_record(truth), "truth_entropy": entropy,
             "ln_k": math.log(truth.n_items * truth.n_channels), "smoothing": SMOOTHING,
             "scales": SCALES, "posterior_steps": POSTERIOR_STEPS, "screen_draws": SCREEN_DRAWS, "runs": runs}
