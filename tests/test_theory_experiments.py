@@ -70,10 +70,10 @@ def test_bounds_on_a_small_grid(tmp_path_factory):
 def test_the_certificate_pays_for_every_model_compared_on_its_held_out_draws():
     """Candidates = the epochs `fit` validated on S_cert, plus, on a seed whose S_cert took part in
     choosing the preset, every model compared there (9 configurations × 200 epochs)."""
-    from theory.experiments import PRESETS, _config, certificate_candidates
+    from theory.experiments import PRESETS, certificate_candidates, run_config
 
     full, quick = PRESETS[("certify", "full")], PRESETS[("certify", "quick")]
-    config = lambda preset, seed: _config(preset, seed, n=2000, n_users=600)  # noqa: E731
+    config = lambda preset, seed: run_config(preset, seed, n=2000, n_users=600)  # noqa: E731
     assert config(full, 3).train.validate_every == 10 and config(full, 3).train.max_epochs == 200
     assert [certificate_candidates(full, config(full, s), s) for s in full.seeds] == [20, 20, 20]
     assert [certificate_candidates(full, config(full, s), s) for s in (0, 1, 2)] == [1820] * 3
