@@ -289,16 +289,17 @@ def dudley(log_cover, *, b: float, n: int) -> float:
 
 
 def bound_values(layers: list[LayerNorms], inputs: InputNorms, *, n_outputs: int, delta: float = DELTA,
-                 smoothing: float = SMOOTHING) -> dict:
+                 smoothing: float = SMOOTHING, union: int = len(REPORTED)) -> dict:
     """{form: {'complexity': 2ℜ̂, 'concentration', 'budget_cost': c, 'norm_term', 'bound'}} for
     spectral, frobenius and parameter_count on one variant's layers (module docstring), each at
-    norm budgets rounded up on the grid, at confidence δ/len(REPORTED). `norm_term` is the
-    product of norms that ℜ̂ is linear in (R_A, Π‖M̃‖_F; for parameter_count Π s, inside a log)."""
+    norm budgets rounded up on the grid, at confidence δ/union (`union`: the bounds that share δ,
+    by default the REPORTED ones of one model). `norm_term` is the product of norms that ℜ̂ is
+    linear in (R_A, Π‖M̃‖_F; for parameter_count Π s, inside a log)."""
     n = inputs.n_draws
     b = loss_range(n_outputs, smoothing)
     depth, width = len(layers), max(layer.width for layer in layers)
     x_norm = inputs.data_frobenius
-    log_delta = math.log(2 * len(REPORTED) / delta)
+    log_delta = math.log(2 * union / delta)
     concentration = lambda cost: 3 * b * math.sqrt((log_delta + cost) / (2 * n))
     out = {"loss_range": b, "depth": depth, "max_width": width, "n_params": int(sum(layer.n_params for layer in layers))}
 
@@ -323,7 +324,7 @@ def bound_values(layers: list[LayerNorms], inputs: InputNorms, *, n_outputs: int
 
 
 def ledent_bound(layers: list[LedentLayer], *, n: int, n_outputs: int, delta: float = DELTA,
-                 smoothing: float = SMOOTHING) -> dict:
+                 smoothing: float = SMOOTHING, union: int = len(REPORTED)) -> dict:
     """The `ledent` entry of `bound_values`: ℓ_γ/b is (2/b)-Lipschitz in ‖·‖_∞, as a ramp loss of
     margin γ on the margin operator (itself 2-Lipschitz in ‖·‖_∞) is (2/γ)-Lipschitz: so the margin
     is b, and ℜ̂(ℓ_γ∘F) = b · ℜ̂(ℓ_γ/b∘F). Every a_l, ρ_l and b_l enters the budget grid."""
@@ -333,7 +334,7 @@ def ledent_bound(layers: list[LedentLayer], *, n: int, n_outputs: int, delta: fl
     budgeted = [dataclasses.replace(layer, distance=rounded[3 * i], lipschitz=rounded[3 * i + 1],
                                     input_patch_norm=rounded[3 * i + 2]) for i, layer in enumerate(layers)]
     detail = ledent_complexity(budgeted, margin=b, n=n)
-    log_delta = math.log(2 * len(REPORTED) / delta)
+    log_delta = math.log(2 * union / delta)
     entry = _entry(b * detail["rademacher"], cost, detail["R"],
                    lambda c: 3 * b * math.sqrt((log_delta + c) / (2 * n)))
     return entry | {"r": detail["r"], "Gamma": detail["Gamma"]}
@@ -351,9 +352,19 @@ def initial_params(model: FittedModel):
     return jax.jit(lambda key: init_params(module, key))(jax.random.fold_in(jax.random.key(model.config.train.seed), 0))
 
 
-def model_bounds(model: FittedModel, targets: Interactions, params0=None) -> dict:
+FILTERS = ("input_conv", "output_conv")  # the 1x1 convolutions A and B
+
+
+def untied_filters(params, n: int) -> dict:
+    """The same network with each tied filter copied to all n columns (A (n, C, k), B (n, k', C)):
+    what `naive` reads, as an untied model's parameters."""
+    return dict(params) | {name: np.broadcast_to(params[name], (n,) + np.shape(params[name])[-2:]) for name in FILTERS}
+
+
+def model_bounds(model: FittedModel, targets: Interactions, params0=None, *, union: int = len(REPORTED)) -> dict:
     """Every bound of a user-row model whose encoder reads `model.train` (S_in, ℓ2-normalised)
-    and whose loss scored `targets` (S_tgt, independent of S_in), with the quantities they read."""
+    and whose loss scored `targets` (S_tgt, independent of S_in), with the quantities they read;
+    each at δ/`union` (default: the REPORTED bounds of this one model share δ)."""
     mc = model.config.model
     if (mc.orientation != "user" or mc.decoder_activation != "identity" or mc.encoder_activation not in ("relu", "identity")
             or mc.rating_head != "categorical" or mc.input_norm != "l2"):
@@ -370,8 +381,8 @@ def model_bounds(model: FittedModel, targets: Interactions, params0=None) -> dic
     for variant in VARIANTS:
         layers = layer_norms(model.params, params0, variant=variant)
         out[variant] = {"layers": [dataclasses.asdict(layer) for layer in layers],
-                        **bound_values(layers, inputs, n_outputs=n_outputs)}
+                        **bound_values(layers, inputs, n_outputs=n_outputs, union=union)}
     chain = ledent_layers(model.params, params0, model.train, targets)
-    out["shared"]["ledent"] = ledent_bound(chain, n=inputs.n_draws, n_outputs=n_outputs)
+    out["shared"]["ledent"] = ledent_bound(chain, n=inputs.n_draws, n_outputs=n_outputs, union=union)
     out["shared"]["ledent_layers"] = [dataclasses.asdict(layer) for layer in chain]
     return out
