@@ -95,9 +95,8 @@ def split_model_record(truth, entropy: float, samples, config, *, union: int) ->
             "n_params": {reading: computed[reading]["n_params"] for reading in bounds_lib.VARIANTS}}
 
 
-def _study_record(preset: Preset, runs, **extra) -> dict:
-    return {"preset": dataclasses.asdict(preset), "delta": bounds_lib.DELTA, "bounds_in_union": extra.pop("union"),
-            "runs": runs, **extra}
+def _study_record(preset: Preset, runs, *, union: int, **extra) -> dict:
+    return {"preset": dataclasses.asdict(preset), "delta": bounds_lib.DELTA, "bounds_in_union": union, "runs": runs, **extra}
 
 
 def _log(log, run, label: str) -> None:
