@@ -20,6 +20,7 @@ from convae_jax.evaluate import explicit_protocol, ranking_protocol
 from convae_jax.explain import explain_scores
 from convae_jax.io import atomic_write, load_model, save_model
 from convae_jax.learning_curve import plot_learning_curve
+from convae_jax.mesh_scoring import on_devices
 from convae_jax.predict import FittedModel
 from convae_jax.rank import ranking_scores, seen_mask, top_k
 from convae_jax.train import fit
@@ -80,7 +81,7 @@ def train_and_evaluate(config: Config, workdir, *, dataset: str = SYNTHETIC, dat
     plot_learning_curve(model.history, select_metric=config.train.select_metric, selected_epoch=model.selected_epoch,
                         path=workdir / LEARNING_CURVE)
     metrics = {"dataset": dataset, "selected_epoch": model.selected_epoch,
-               "test": score_test(model, train, test, ks=config.eval.ks)}
+               "test": score_test(on_devices(model), train, test, ks=config.eval.ks)}
     _write_json(workdir / "metrics.json", metrics)
     return metrics
 
@@ -111,7 +112,7 @@ def evaluate_run(workdir, *, dataset: str | None = None, data_dir=None) -> dict:
     """Re-scores a saved run on its test split (or on another dataset's) into evaluation.json."""
     workdir = Path(workdir)
     run = _read_run(workdir)
-    model = load_model(workdir / "model")
+    model = on_devices(load_model(workdir / "model"))
     table = None if dataset else _run_table(workdir, run)
     dataset = dataset or run["dataset"]
     train, test = load_split(dataset, data_dir or run["data_dir"], model.config, table=table)
@@ -123,7 +124,7 @@ def evaluate_run(workdir, *, dataset: str | None = None, data_dir=None) -> dict:
 def recommend(workdir, *, user, mode: str = "consume", k: int = 10, gem_quantile: float = 0.5,
               gem_tilt: float = 0.0) -> list[dict]:
     """Top-k unseen items for a raw user id, each with the numbers that explain its place."""
-    model = load_model(Path(workdir) / "model")
+    model = on_devices(load_model(Path(workdir) / "model"))
     return recommend_for(model, model.train.user_index(user), mode=mode, k=k, gem_quantile=gem_quantile,
                          gem_tilt=gem_tilt)
 

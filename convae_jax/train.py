@@ -24,6 +24,7 @@ from convae_jax.data.interactions import Interactions
 from convae_jax.data.splits import holdout_interactions
 from convae_jax.errors import CheckpointError, ConvaeError, TrainingDiverged
 from convae_jax.machine import reuse_freed_memory
+from convae_jax.mesh_scoring import MeshScorer
 from convae_jax.metrics import rating_metrics
 from convae_jax.model import Conv4Rec, build_model, init_params, weight_names
 from convae_jax.predict import FittedModel
@@ -254,7 +255,8 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
     remaining interactions, so its encoder never sees the validation pairs. The returned model
     reads all of `train` (validation pairs included): at prediction time a user's whole known
     history is the input. `validation_metrics(snapshot, validation) -> dict` replaces the rating
-    metrics of the validation pairs (e.g. a held-out joint NLL); it must return `select_metric`.
+    metrics of the validation pairs (e.g. a held-out joint NLL); it must return `select_metric`. On a
+    mesh that splits the catalogue (`mesh.model` > 1) the snapshot it scores is a `MeshScorer`.
 
     `inputs` separates what the encoder reads from what the loss scores: the rows' inputs are
     built from `inputs` alone and the loss scores `train` alone, and the returned model reads
@@ -337,9 +339,13 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
         train_loss = float(np.mean(batch_losses))
         seconds = time.perf_counter() - start
         validating = epoch % tc.validate_every == 0 or epoch == tc.max_epochs
-        snapshot = FittedModel(config, params, train if inputs is None else inputs)
-        scorer = validation_metrics or _validation_metrics
-        metrics = scorer(snapshot, validation) if validating and validation is not None and validation.nnz else {}
+        metrics = {}
+        if validating and validation is not None and validation.nnz:
+            reads = train if inputs is None else inputs
+            # A catalogue split over `model` is scored where it lies, the whole one on one device otherwise.
+            snapshot = (MeshScorer(config, evaluated_weights(state, config), reads, layout) if layout.model > 1
+                        else FittedModel(config, params, reads))
+            metrics = (validation_metrics or _validation_metrics)(snapshot, validation)
         record = EpochRecord(epoch, train_loss, seconds, active_rows.size / seconds, metrics)
         progress.history.append(record)
         if on_epoch is not None:
