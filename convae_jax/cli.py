@@ -12,6 +12,7 @@ from pathlib import Path
 from convae_jax import config as config_lib
 from convae_jax.data.loaders import DATASETS
 from convae_jax.data.table import RatingsTable
+from convae_jax.distributed import Cluster, is_writer
 from convae_jax.errors import ConvaeError
 
 PRESETS = {"default": config_lib.default, "testing": config_lib.testing}
@@ -65,6 +66,9 @@ def _default_workdir() -> Path:
 
 
 def _cmd_train(args) -> int:
+    cluster = Cluster.from_flags_or_env(args.coordinator, args.num_processes, args.process_id)
+    if cluster is not None:
+        cluster.initialize()  # before any JAX computation
     from convae_jax.experiment import LEARNING_CURVE, resume_run, train_and_evaluate
 
     table = table_from(args)
@@ -79,9 +83,10 @@ def _cmd_train(args) -> int:
         workdir = args.workdir or _default_workdir()
         metrics = train_and_evaluate(config_from(args), workdir, dataset=args.dataset or "synthetic",
                                      data_dir=args.data_dir, table=table)
-    print(f"run directory: {workdir}")
-    print(f"learning curve: {Path(workdir) / LEARNING_CURVE}")
-    print(json.dumps(metrics, indent=2))
+    if is_writer():
+        print(f"run directory: {workdir}")
+        print(f"learning curve: {Path(workdir) / LEARNING_CURVE}")
+        print(json.dumps(metrics, indent=2))
     return 0
 
 
@@ -141,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue an interrupted run from its last checkpoint, with its own config and data")
     add_table_flags(train)
     add_config_flags(train)
+    hosts = train.add_argument_group("several hosts (one process per host; or the CONVAE_COORDINATOR, "
+                                     "CONVAE_NUM_PROCESSES and CONVAE_PROCESS_ID environment variables)")
+    hosts.add_argument("--coordinator", metavar="HOST:PORT", help="where process 0 serves the coordinator")
+    hosts.add_argument("--num-processes", type=int, help="how many processes take part")
+    hosts.add_argument("--process-id", type=int, help="this process's index, 0..num-processes-1")
     train.set_defaults(run=_cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="re-score a saved run on its test split")

@@ -15,6 +15,7 @@ from convae_jax.data.loaders import load_dataset
 from convae_jax.data.splits import holdout_interactions
 from convae_jax.data.synthetic import SyntheticTruth
 from convae_jax.data.table import RatingsTable
+from convae_jax.distributed import is_writer
 from convae_jax.errors import CheckpointError, ConvaeError
 from convae_jax.evaluate import explicit_protocol, ranking_protocol
 from convae_jax.explain import explain_scores
@@ -69,20 +70,22 @@ def train_and_evaluate(config: Config, workdir, *, dataset: str = SYNTHETIC, dat
         config = config.override([f"train.select_metric={IMPLICIT_SELECT_METRIC!r}"])
     dataset = table.name if table is not None else dataset
     workdir.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    writer = is_writer()  # with several processes, process 0 writes the run's files
+    if not resume and writer:
         # Paths are stored absolute so that `resume_run` and `evaluate_run` work from any directory.
         run = {"dataset": dataset, "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
                "table": None if table is None else table.to_record(), "config": config.to_dict()}
         _write_json(workdir / "run.json", run)
     scorer = _ranking_validation if train.n_channels == 1 else None
     model = fit(train, config, checkpoint_dir=workdir / "checkpoints", resume=resume, validation_metrics=scorer)
-    save_model(model, workdir / "model")
-    _write_json(workdir / "history.json", [dataclasses.asdict(r) for r in model.history])
-    plot_learning_curve(model.history, select_metric=config.train.select_metric, selected_epoch=model.selected_epoch,
-                        path=workdir / LEARNING_CURVE)
     metrics = {"dataset": dataset, "selected_epoch": model.selected_epoch,
                "test": score_test(on_devices(model), train, test, ks=config.eval.ks)}
-    _write_json(workdir / "metrics.json", metrics)
+    if writer:
+        save_model(model, workdir / "model")
+        _write_json(workdir / "history.json", [dataclasses.asdict(r) for r in model.history])
+        plot_learning_curve(model.history, select_metric=config.train.select_metric, selected_epoch=model.selected_epoch,
+                            path=workdir / LEARNING_CURVE)
+        _write_json(workdir / "metrics.json", metrics)
     return metrics
 
 

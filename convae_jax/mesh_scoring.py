@@ -314,6 +314,9 @@ class _ShardKernels:
 
 def on_devices(model: FittedModel) -> FittedModel | MeshScorer:
     """The fitted model where its config's mesh puts it: a `MeshScorer` when the catalogue is split
-    over more than one `model` shard, else the model itself (a data axis alone changes nothing in scoring)."""
+    over more than one `model` shard, else the model itself (a data axis alone changes nothing in
+    scoring). With several processes each scores the whole model on its host."""
+    if jax.process_count() > 1:
+        return model
     layout = make_layout(model.config, n_cols=model.matrix.n_cols)
     return MeshScorer.of(model, layout) if layout.model > 1 else model

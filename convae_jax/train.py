@@ -22,6 +22,7 @@ from convae_jax.config import Config
 from convae_jax.data.batches import RowBatch, RowMatrix, entry_budget, iterate_sharded_batches
 from convae_jax.data.interactions import Interactions
 from convae_jax.data.splits import holdout_interactions
+from convae_jax.distributed import is_writer
 from convae_jax.errors import CheckpointError, ConvaeError, TrainingDiverged
 from convae_jax.machine import reuse_freed_memory
 from convae_jax.mesh_scoring import MeshScorer
@@ -321,14 +322,15 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
         if found is not None:
             state, progress = _restore(found, layout, shuffle_rng, tc.seed)
 
-    bar = tqdm(total=tc.max_epochs, initial=progress.epoch, disable=not tc.progress, unit="epoch", dynamic_ncols=True)
+    bar = tqdm(total=tc.max_epochs, initial=progress.epoch, disable=not (tc.progress and is_writer()), unit="epoch",
+               dynamic_ncols=True)
     for epoch in range(progress.epoch + 1, tc.max_epochs + 1):
         if progress.finished:
             break
         start, batch_losses, first_step = time.perf_counter(), [], int(state.step)
         for batch in iterate_sharded_batches(matrix, shuffle_rng.permutation(active_rows), batch_rows=tc.batch_rows,
                                              budget=budget, shards=layout.data):
-            state, loss = step(state, batch)
+            state, loss = step(state, layout.put_batch(batch))
             batch_losses.append(loss)
         saving = checkpoints is not None and (epoch % tc.checkpoint_every == 0 or epoch == tc.max_epochs)
         # The whole state comes to the host only when it is checkpointed anyway.
@@ -342,8 +344,10 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
         metrics = {}
         if validating and validation is not None and validation.nnz:
             reads = train if inputs is None else inputs
-            # A catalogue split over `model` is scored where it lies, the whole one on one device otherwise.
-            snapshot = (MeshScorer(config, evaluated_weights(state, config), reads, layout) if layout.model > 1
+            # A catalogue split over `model` is scored where it lies; otherwise, and with several
+            # processes, each process scores the whole model (gathered on its host) on one device.
+            on_mesh = layout.model > 1 and jax.process_count() == 1
+            snapshot = (MeshScorer(config, evaluated_weights(state, config), reads, layout) if on_mesh
                         else FittedModel(config, params, reads))
             metrics = (validation_metrics or _validation_metrics)(snapshot, validation)
         record = EpochRecord(epoch, train_loss, seconds, active_rows.size / seconds, metrics)
@@ -364,8 +368,9 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
             if not saving:  # early-stopped between checkpoints: fetch and check the whole state now
                 host = layout.to_host(state)
                 _guard_divergence(batch_losses, host, epoch=epoch, first_step=first_step, checkpoints=checkpoints)
-            checkpoints.save(epoch, {"state": host, "best": progress.best_params},
-                             progress.to_json(shuffle_rng, tc.seed))
+            if is_writer():
+                checkpoints.save(epoch, {"state": host, "best": progress.best_params},
+                                 progress.to_json(shuffle_rng, tc.seed))
     bar.close()
     if progress.best_params is None:
         raise ConvaeError(f"no epoch produced a finite validation {tc.select_metric}")

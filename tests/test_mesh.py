@@ -112,8 +112,8 @@ def test_scoring_on_a_mesh_equals_one_device():
 
 
 @pytest.mark.parametrize("mesh, n_cols, message", [
-    ("mesh.model=3", 50, "mesh.model=3 does not divide the 8 local devices"),
-    ("mesh.data=3", 50, "mesh.data × mesh.model = 3×1 does not divide the 8 local devices"),
+    ("mesh.model=3", 50, "mesh.model=3 does not divide the 8 devices"),
+    ("mesh.data=3", 50, "mesh.data × mesh.model = 3×1 does not divide the 8 devices"),
     ("mesh.model=8", 5, "mesh.model=8 exceeds the catalogue's 5 columns"),
     ("mesh.data=8", 50, "train.batch_rows=12 must be a multiple of mesh.data=8"),
 ])
