@@ -12,7 +12,7 @@ from pathlib import Path
 from convae_jax import config as config_lib
 from convae_jax.data.loaders import DATASETS
 from convae_jax.data.table import RatingsTable
-from convae_jax.distributed import Cluster, is_writer
+from convae_jax.distributed import Cluster, is_writer, lost_process_message
 from convae_jax.errors import ConvaeError
 
 PRESETS = {"default": config_lib.default, "testing": config_lib.testing}
@@ -200,6 +200,13 @@ def main(argv=None) -> int:
     except ConvaeError as err:
         print(f"convae: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:  # JAX's runtime errors; with several processes, a lost peer
+        message = lost_process_message(err)
+        if message is None:
+            raise
+        print(f"convae: error: {message}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(3)  # not the interpreter's exit: JAX's shutdown barrier would wait for the lost process
     except BrokenPipeError:  # the reader went away (`convae recommend … | head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
         return 0

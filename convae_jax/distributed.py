@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import jax
+import numpy as np
 
 from convae_jax.errors import ConfigError
 
@@ -76,3 +78,35 @@ def _env_int(name: str) -> int | None:
         return int(value)
     except ValueError:
         raise ConfigError(f"{name}={value!r}: expected an integer") from None
+
+
+def agreed(values: dict) -> dict:
+    """Process 0's `values` (a dict of numbers) on every process: what each process computed from
+    the same inputs may still differ in the last bits between machines, and a decision (early
+    stopping, the selected epoch) taken on differing values would split the processes."""
+    if jax.process_count() == 1 or not values:
+        return values
+    from jax.experimental.multihost_utils import broadcast_one_to_all
+
+    names = sorted(values)
+    bits = np.asarray([values[name] for name in names], np.float64).view(np.uint32)  # exact: JAX may lack float64
+    shared = np.asarray(broadcast_one_to_all(bits), np.uint32).view(np.float64)
+    return {name: float(value) for name, value in zip(names, shared)}
+
+
+def lost_process_message(err: Exception) -> str | None:
+    """A one-line account of a runtime error that means another process was lost (its connection
+    closed, or its heartbeats stopped), naming it where the error says which; None for other errors."""
+    text = str(err)
+    if jax.process_count() < 2 or not re.search(r"[Gg]loo|heartbeat|[Cc]oordination", text):
+        return None
+    task = re.search(r"Task (\d+) heartbeat timeout", text)
+    peer = re.search(r"closed by peer \[?([^\s\]]+)\]?:(\d+)", text)
+    if task:
+        lost = f"process {task.group(1)}"
+    elif jax.process_count() == 2:
+        lost = f"process {1 - jax.process_index()}"
+    else:
+        lost = f"the process at {peer.group(1)}:{peer.group(2)}" if peer else "another process"
+    return (f"{lost} was lost (process {jax.process_index()} of {jax.process_count()} stopped): resume the run "
+            "with --resume RUN_DIR on every process once all of them are back")

@@ -22,7 +22,7 @@ from convae_jax.config import Config
 from convae_jax.data.batches import RowBatch, RowMatrix, entry_budget, iterate_sharded_batches
 from convae_jax.data.interactions import Interactions
 from convae_jax.data.splits import holdout_interactions
-from convae_jax.distributed import is_writer
+from convae_jax.distributed import agreed, is_writer
 from convae_jax.errors import CheckpointError, ConvaeError, TrainingDiverged
 from convae_jax.machine import reuse_freed_memory
 from convae_jax.mesh_scoring import MeshScorer
@@ -349,7 +349,7 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
             on_mesh = layout.model > 1 and jax.process_count() == 1
             snapshot = (MeshScorer(config, evaluated_weights(state, config), reads, layout) if on_mesh
                         else FittedModel(config, params, reads))
-            metrics = (validation_metrics or _validation_metrics)(snapshot, validation)
+            metrics = agreed((validation_metrics or _validation_metrics)(snapshot, validation))
         record = EpochRecord(epoch, train_loss, seconds, active_rows.size / seconds, metrics)
         progress.history.append(record)
         if on_epoch is not None:
