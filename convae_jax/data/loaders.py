@@ -109,18 +109,28 @@ def read_ratings_chunks(path, *, user_col, item_col, rating_col, scale, sep=None
 
 def load_movielens(data_dir, *, variant: str) -> Interactions:
     """MovieLens: `100k` (`u.data`), `1m`/`10m` (`ratings.dat`, `::`), `latest`/`20m`/`25m` (`ratings.csv`)."""
+    return load_ratings_table(**movielens_read_args(data_dir, variant=variant))
+
+
+def movielens_read_args(data_dir, *, variant: str) -> dict:
+    """How a MovieLens ratings file is read: the keyword arguments of `load_ratings_table` (and
+    `read_ratings_chunks`)."""
     data_dir = Path(data_dir)
     if variant == "100k":
-        return load_ratings_table(data_dir / "u.data", user_col=0, item_col=1, rating_col=2, scale=STARS,
-                                  sep="\t", header=False, n_fields=4)
+        return dict(path=data_dir / "u.data", user_col=0, item_col=1, rating_col=2, scale=STARS, sep="\t",
+                    header=False, n_fields=4)
     if variant in ("1m", "10m"):
         scale = STARS if variant == "1m" else HALF_STARS
-        return load_ratings_table(data_dir / "ratings.dat", user_col=0, item_col=1, rating_col=2, scale=scale,
-                                  sep="::", header=False, n_fields=4)
+        return dict(path=data_dir / "ratings.dat", user_col=0, item_col=1, rating_col=2, scale=scale, sep="::",
+                    header=False, n_fields=4)
     if variant in ("latest", "20m", "25m"):
-        return load_ratings_table(data_dir / "ratings.csv", user_col="userId", item_col="movieId",
-                                  rating_col="rating", scale=HALF_STARS, sep=",", n_fields=4)
+        return dict(path=data_dir / "ratings.csv", user_col="userId", item_col="movieId", rating_col="rating",
+                    scale=HALF_STARS, sep=",", n_fields=4)
     raise DataError(f"unknown MovieLens variant {variant!r}; expected 100k, 1m, 10m, latest, 20m or 25m")
+
+
+MOVIELENS_VARIANTS = {"ml-100k": "100k", "ml-1m": "1m", "ml-10m": "10m", "ml-latest-small": "latest", "ml-20m": "20m",
+                      "ml-25m": "25m"}
 
 
 def load_douban(data_dir) -> Dataset:
@@ -194,9 +204,8 @@ DATASETS = ("ml-100k", "ml-1m", "ml-10m", "ml-latest-small", "ml-20m", "ml-25m",
 
 def load_dataset(name: str, data_dir) -> Dataset:
     """Loads a dataset by name from its directory (see DATASETS)."""
-    if name in ("ml-100k", "ml-1m", "ml-10m", "ml-20m", "ml-25m", "ml-latest-small"):
-        variant = {"ml-latest-small": "latest"}.get(name, name[3:])
-        return Dataset(name, load_movielens(data_dir, variant=variant))
+    if name in MOVIELENS_VARIANTS:
+        return Dataset(name, load_movielens(data_dir, variant=MOVIELENS_VARIANTS[name]))
     if name == "douban":
         return load_douban(data_dir)
     if name == "coat":
@@ -439,8 +448,8 @@ def _index(users, items, channels, scale, *, path, first_line, user_field, item_
         item_ids, item = np.unique(items, return_inverse=True)
     else:
         user_ids, item_ids = ids_from.user_ids, ids_from.item_ids
-        user = _positions(users, user_ids, "user", path=path, first_line=first_line, field=user_field)
-        item = _positions(items, item_ids, "item", path=path, first_line=first_line, field=item_field)
+        user = index_of_ids(users, user_ids, "user", path=path, first_line=first_line, field=user_field)
+        item = index_of_ids(items, item_ids, "item", path=path, first_line=first_line, field=item_field)
     if not allow_duplicates:
         pair = user.astype(np.int64) * len(item_ids) + item
         _, first = np.unique(pair, return_index=True)
@@ -448,13 +457,19 @@ def _index(users, items, channels, scale, *, path, first_line, user_field, item_
             dup = np.ones(pair.size, bool)
             dup[first] = False
             row = int(np.flatnonzero(dup)[0])
-            raise DataError(f"duplicate (user, item) pair ({users[row]}, {items[row]})", path=path, line=row + first_line,
-                            field=f"{user_field}, {item_field}")
+            raise duplicate_pair_error(users[row], items[row], path=path, line=row + first_line, user_field=user_field,
+                                       item_field=item_field)
     return Interactions.build(user, item, channels, n_users=len(user_ids), n_items=len(item_ids),
                               channel_values=scale, user_ids=user_ids, item_ids=item_ids)
 
 
-def _positions(raw: np.ndarray, known: np.ndarray, kind: str, *, path, first_line, field) -> np.ndarray:
+def duplicate_pair_error(user_id, item_id, *, path, line: int, user_field: str, item_field: str) -> DataError:
+    """The error for a (user, item) pair seen before, at the line of its second occurrence."""
+    return DataError(f"duplicate (user, item) pair ({user_id}, {item_id})", path=path, line=line,
+                     field=f"{user_field}, {item_field}")
+
+
+def index_of_ids(raw: np.ndarray, known: np.ndarray, kind: str, *, path, first_line, field) -> np.ndarray:
     """The index of each raw id in `known` (sorted, as `np.unique` leaves a loaded table's ids);
     DataError at the first id it lacks."""
     at = np.minimum(np.searchsorted(known, raw), len(known) - 1)
