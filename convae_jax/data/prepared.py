@@ -48,7 +48,7 @@ from convae_jax.errors import ConvaeError, DataError
 FORMAT = "convae-prepared"
 VERSION = 1
 METADATA = "layout.json"
-ROWS_PER_GROUP = 4096  # records per Parquet row group: the unit a process reads and the shuffle moves
+ROWS_PER_GROUP = 1024  # records per Parquet row group: the unit a process reads and the shuffle moves
 CHUNK_BYTES = 16 << 20  # text read and parsed at a time by `convae prepare`
 BUCKET_ENTRIES = 4 << 20  # entries sorted in memory at a time by `convae prepare`
 DENSE_FILES = {"douban": ("training_test_dataset.mat",), "coat": ("train.ascii", "test.ascii")}  # what their loaders read
@@ -178,6 +178,7 @@ def prepare_dataset(name: str, data_dir, out_dir, *, orientation: str, rows_per_
                     chunk_bytes: int = CHUNK_BYTES, bucket_entries: int = BUCKET_ENTRIES) -> PreparedLayout:
     """A named dataset into a prepared layout: MovieLens streamed as a table, Douban and Coat (dense
     matrices of 3000² and 290×300) loaded whole with their fixed split."""
+    _check_options(orientation=orientation, rows_per_group=rows_per_group)
     if name in MOVIELENS_VARIANTS:
         args = movielens_read_args(data_dir, variant=MOVIELENS_VARIANTS[name])
         return _prepare_streamed({"train": args}, out_dir, name=name, orientation=orientation,
@@ -202,11 +203,11 @@ def _prepare_streamed(parts: dict[str, dict], out_dir, *, name, orientation, row
                       bucket_entries) -> PreparedLayout:
     """Parts read with `read_ratings_chunks` (keyword arguments per part; the first part's ids
     make the index, every later part's ids must occur in it)."""
-    if orientation not in ("user", "item"):
-        raise ConvaeError(f"orientation must be 'user' or 'item', got {orientation!r}")
+    _check_options(orientation=orientation, rows_per_group=rows_per_group)
     first = next(iter(parts.values()))
     index = _collect_index(first, chunk_bytes=chunk_bytes)
-    read_as = {part: {k: (str(v) if k == "path" else v) for k, v in args.items()} for part, args in parts.items()}
+    # Files by name only, so that a moved copy of the same data keeps its fingerprint.
+    read_as = {part: {k: (Path(v).name if k == "path" else v) for k, v in args.items()} for part, args in parts.items()}
     source = _source_record(name, read_as, [Path(args["path"]) for args in parts.values()])
     with _Staging(out_dir) as staging:
         infos = {part: _write_part(args, index, staging.path, part=part, orientation=orientation,
@@ -214,6 +215,13 @@ def _prepare_streamed(parts: dict[str, dict], out_dir, *, name, orientation, row
                  for part, args in parts.items()}
         _metadata(orientation, index.user_ids, index.item_ids, index.scale, rows_per_group, infos, source, staging.path)
     return PreparedLayout.open(staging.out)
+
+
+def _check_options(*, orientation: str, rows_per_group: int) -> None:
+    if orientation not in ("user", "item"):
+        raise ConvaeError(f"orientation must be 'user' or 'item', got {orientation!r}")
+    if rows_per_group < 1:
+        raise ConvaeError(f"rows per group must be >= 1, got {rows_per_group}")
 
 
 @dataclasses.dataclass(frozen=True)
