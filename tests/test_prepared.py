@@ -113,6 +113,21 @@ def test_bad_input_fails_as_the_loader_fails_naming_file_and_line(tmp_path, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u.data"]
 
 
+@pytest.mark.parametrize("bad", ["12,99999999999,1", "x9,4,", "007,5,1"])  # item id past 2³¹−1, no rating, a repeated pair
+def test_own_table_defects_fail_as_the_loader_fails(tmp_path, bad):
+    lines = [f"{u},{i},{1 + i % 5}" for u in ("007", "12", "x9") for i in range(1, 9)]
+    lines.insert(17, bad)
+    (tmp_path / "r.csv").write_text("user,item,stars\n" + "\n".join(lines) + "\n")
+    table = RatingsTable.from_text(ratings=tmp_path / "r.csv", columns="user,item,stars", scale="1,2,3,4,5")
+    with pytest.raises(DataError) as expected:
+        table.load()
+    with pytest.raises(DataError) as found:
+        prepare_table(table, tmp_path / "layout", orientation="item", chunk_bytes=30, bucket_entries=4)
+    assert str(found.value) == str(expected.value)
+    assert str(found.value).startswith(f"{tmp_path / 'r.csv'}:19 ")
+    assert not (tmp_path / "layout").exists()
+
+
 def test_a_test_id_missing_from_training_fails_at_its_line(tmp_path):
     (tmp_path / "r.csv").write_text(TABLE)
     (tmp_path / "t.csv").write_text(TEST + "zz;1;1\n")

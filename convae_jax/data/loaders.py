@@ -26,6 +26,7 @@ STARS = (1.0, 2.0, 3.0, 4.0, 5.0)
 HALF_STARS = tuple(0.5 * k for k in range(1, 11))
 MAX_ID = 2**31 - 1
 IMPLICIT = (1.0,)  # the one channel of an implicit-only table: "consumed"
+PLAIN_INTEGER = r"0|[1-9][0-9]*"  # how an id is written to be read as an integer when integers are not declared
 
 
 @dataclasses.dataclass(frozen=True)
@@ -412,7 +413,7 @@ def _parse_ids(column: pd.Series, integer: bool | None, path, first_line, field)
     _check_present(column, path, first_line, field)
     text = column.astype(str)
     if integer is None:
-        integer = bool(text.str.fullmatch(r"0|[1-9][0-9]*").all())
+        integer = bool(text.str.fullmatch(PLAIN_INTEGER).all())
     if not integer:
         return text.to_numpy()
     numeric = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)

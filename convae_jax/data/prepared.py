@@ -28,14 +28,18 @@ import hashlib
 import json
 import os
 import shutil
+from collections import deque
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from convae_jax.data.batches import entry_budget_of
 from convae_jax.data.interactions import Interactions
 from convae_jax.data.loaders import (
+    MAX_ID,
     MOVIELENS_VARIANTS,
+    PLAIN_INTEGER,
     duplicate_pair_error,
     index_of_ids,
     load_dataset,
@@ -251,18 +255,18 @@ def _collect_index(args: dict, *, chunk_bytes: int) -> _Index:
             found, found_counts = np.unique(raw, return_counts=True)
             ids[kind] = _merge_counts(np.concatenate([known, found]), np.concatenate([counts, found_counts]))
     if integer is None:
-        for kind in ids:
+        decided = tuple(bool(pd.Series(ids[kind][0], dtype=object).str.fullmatch(PLAIN_INTEGER).all())
+                        for kind in ("user", "item"))
+        for kind, as_integer in zip(("user", "item"), decided):
             known, counts = ids[kind]
-            if all(_plain_integer(str(v)) for v in known):
+            if as_integer:
+                if (pd.to_numeric(pd.Series(known, dtype=object), errors="coerce") > MAX_ID).any():
+                    # the loader's error at the line of the first such id
+                    deque(read_ratings_chunks(**chunk_args, integer_ids=decided, chunk_bytes=chunk_bytes), maxlen=0)
                 order = np.argsort(known.astype(np.int64), kind="stable")
                 ids[kind] = known.astype(np.int64)[order], counts[order]
     scale = args["scale"] if args.get("rating_col") is not None else (1.0,)
     return _Index(ids["user"][0], ids["item"][0], ids["user"][1], ids["item"][1], tuple(float(v) for v in scale))
-
-
-def _plain_integer(text: str) -> bool:
-    """Written as the loader takes an integer id when integers are not declared (so `007` stays text)."""
-    return text == "0" or (text[:1] in "123456789" and text.isascii() and text.isdigit())
 
 
 def _merge_counts(ids: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
