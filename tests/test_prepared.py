@@ -58,6 +58,14 @@ def test_prepared_ml100k_reads_back_as_the_loaders_interactions(ml100k_layout):
     assert layout.entry_budget("train", 16) == entry_budget(matrix.lengths, 16)
 
 
+def test_coat_with_its_fixed_split_reads_back_as_loaded(tmp_path):
+    layout = prepare_dataset("coat", dataset_dir("coat"), tmp_path / "coat", orientation="item", rows_per_group=64)
+    expected = load_dataset("coat", dataset_dir("coat"))
+    assert sorted(layout.parts) == ["test", "train"]
+    assert_same_data(layout.interactions("train"), expected.train)
+    assert_same_data(layout.interactions("test"), expected.test)
+
+
 TABLE = "user;item;stars\n" + "".join(f"{u};{i};{1 + (len(u) * 7 + i) % 5}\n" for u in ("007", "12", "3", "x9")
                                       for i in range(1, 12) if (len(u) + i) % 3)
 TEST = "user;item;stars\n007;2;4\nx9;3;1\n3;1;5\n"

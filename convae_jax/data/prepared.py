@@ -53,8 +53,8 @@ FORMAT = "convae-prepared"
 VERSION = 1
 METADATA = "layout.json"
 ROWS_PER_GROUP = 1024  # records per Parquet row group: the unit a process reads and the shuffle moves
-CHUNK_BYTES = 16 << 20  # text read and parsed at a time by `convae prepare`
-BUCKET_ENTRIES = 4 << 20  # entries sorted in memory at a time by `convae prepare`
+CHUNK_BYTES = 4 << 20  # text read and parsed at a time by `convae prepare` (about 100 MB of pandas strings)
+BUCKET_ENTRIES = 1 << 20  # entries sorted in memory at a time by `convae prepare` (20 MB of spill records)
 DENSE_FILES = {"douban": ("training_test_dataset.mat",), "coat": ("train.ascii", "test.ascii")}  # what their loaders read
 _SPILL = np.dtype([("row", "<i4"), ("col", "<i4"), ("channel", "<i4"), ("line", "<i8")])
 
@@ -182,24 +182,35 @@ def prepare_dataset(name: str, data_dir, out_dir, *, orientation: str, rows_per_
                     chunk_bytes: int = CHUNK_BYTES, bucket_entries: int = BUCKET_ENTRIES) -> PreparedLayout:
     """A named dataset into a prepared layout: MovieLens streamed as a table, Douban and Coat (dense
     matrices of 3000² and 290×300) loaded whole with their fixed split."""
-    _check_options(orientation=orientation, rows_per_group=rows_per_group)
     if name in MOVIELENS_VARIANTS:
         args = movielens_read_args(data_dir, variant=MOVIELENS_VARIANTS[name])
         return _prepare_streamed({"train": args}, out_dir, name=name, orientation=orientation,
                                  rows_per_group=rows_per_group, chunk_bytes=chunk_bytes, bucket_entries=bucket_entries)
     dataset = load_dataset(name, data_dir)
+    parts = {part: data for part, data in (("train", dataset.train), ("test", dataset.test)) if data is not None}
     source = _source_record(name, {"dataset": name}, [Path(data_dir) / file for file in DENSE_FILES[name]])
+    return write_layout(parts, out_dir, orientation=orientation, rows_per_group=rows_per_group, source=source)
+
+
+def write_layout(parts: dict[str, Interactions], out_dir, *, orientation: str, source: dict,
+                 rows_per_group: int = ROWS_PER_GROUP) -> PreparedLayout:
+    """Interactions already in memory (a dense named dataset, or the parts of a split) as a
+    prepared layout; every part on the first part's index. `source` (plain JSON values) says
+    where they came from; the layout's fingerprint is its SHA-256."""
+    _check_options(orientation=orientation, rows_per_group=rows_per_group)
+    first = next(iter(parts.values()))
     with _Staging(out_dir) as staging:
-        parts = {part: data for part, data in (("train", dataset.train), ("test", dataset.test)) if data is not None}
         infos = {}
         for part, data in parts.items():
+            if (data.n_users, data.n_items, data.channel_values) != (first.n_users, first.n_items, first.channel_values):
+                raise ConvaeError(f"part {part!r} is not on the index of part {next(iter(parts))!r}")
             rows, cols = (data.user, data.item) if orientation == "user" else (data.item, data.user)
             order = np.lexsort((cols, rows))
             with _RecordWriter(staging.path / f"{part}.parquet", rows_per_group) as writer:
                 writer.write(rows[order], cols[order], data.channel[order], data.count[order])
             infos[part] = writer.info
-        _metadata(orientation, dataset.train.user_ids, dataset.train.item_ids, dataset.train.channel_values,
-                  rows_per_group, infos, source, staging.path)
+        _metadata(orientation, first.user_ids, first.item_ids, first.channel_values, rows_per_group, infos, source,
+                  staging.path)
     return PreparedLayout.open(staging.out)
 
 
