@@ -244,7 +244,11 @@ def test_cli_prepare_writes_a_layout_and_refuses_bad_calls(tmp_path, capsys):
                  "--out", str(out), "--orientation", "user", "--rows-per-group", "2"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["parts"]["train"] == {"nnz": TABLE.count("\n") - 1, "records": 4, "row_groups": 2}
-    assert PreparedLayout.open(out).orientation == "user"
+    layout = PreparedLayout.open(out)
+    assert layout.orientation == "user"
+    (out / "train.parquet").write_bytes((out / "train.parquet").read_bytes()[:-40])  # truncated
+    with pytest.raises(DataError, match=r"train\.parquet: not a readable Parquet file"):
+        layout.interactions()
     assert main(["prepare", "--ratings", str(tmp_path / "r.csv"), "--columns", "user,item,stars", "--scale", "1:5:1",
                  "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
