@@ -11,6 +11,7 @@ from pathlib import Path
 
 from convae_jax import config as config_lib
 from convae_jax.data.loaders import DATASETS
+from convae_jax.data.prepared import ROWS_PER_GROUP
 from convae_jax.data.table import RatingsTable
 from convae_jax.distributed import Cluster, is_writer, lost_process_message
 from convae_jax.errors import ConvaeError
@@ -90,6 +91,26 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_prepare(args) -> int:
+    from convae_jax.data.prepared import prepare_dataset, prepare_table
+
+    table = table_from(args)
+    if (table is None) == (args.dataset is None):
+        raise ConvaeError("name the data: --dataset NAME --data-dir DIR, or --ratings FILE --columns ...")
+    if table is not None and args.data_dir:
+        raise ConvaeError("--ratings names the data: drop --data-dir")
+    if args.dataset is not None and args.data_dir is None:
+        raise ConvaeError(f"--dataset {args.dataset} needs --data-dir DIR")
+    options = {"orientation": args.orientation, "rows_per_group": args.rows_per_group}
+    layout = (prepare_table(table, args.out, **options) if table is not None
+              else prepare_dataset(args.dataset, args.data_dir, args.out, **options))
+    print(json.dumps({"layout": str(layout.path), "orientation": layout.orientation, "n_users": layout.n_users,
+                      "n_items": layout.n_items, "fingerprint": layout.fingerprint,
+                      "parts": {name: {key: info[key] for key in ("nnz", "records")} | {"row_groups": len(info["group_rows"])}
+                                for name, info in layout.parts.items()}}, indent=2))
+    return 0
+
+
 def _cmd_evaluate(args) -> int:
     from convae_jax.experiment import evaluate_run
 
@@ -152,6 +173,18 @@ def build_parser() -> argparse.ArgumentParser:
     hosts.add_argument("--num-processes", type=int, help="how many processes take part")
     hosts.add_argument("--process-id", type=int, help="this process's index, 0..num-processes-1")
     train.set_defaults(run=_cmd_train)
+
+    prepare = sub.add_parser("prepare", help="convert a ratings table into Parquet row groups that each process "
+                                              "of a several-host run reads its share of")
+    prepare.add_argument("--dataset", choices=DATASETS, help="a named dataset")
+    prepare.add_argument("--data-dir", type=Path, help="directory holding the dataset's files")
+    prepare.add_argument("--out", type=Path, required=True, help="the layout's directory (must not exist)")
+    prepare.add_argument("--orientation", choices=("user", "item"), default=config_lib.ModelConfig().orientation,
+                         help="what a row is, as model.orientation (default: %(default)s)")
+    prepare.add_argument("--rows-per-group", type=int, default=ROWS_PER_GROUP,
+                         help="rows per Parquet row group, the unit each process reads (default: %(default)s)")
+    add_table_flags(prepare)
+    prepare.set_defaults(run=_cmd_prepare)
 
     evaluate = sub.add_parser("evaluate", help="re-score a saved run on its test split")
     evaluate.add_argument("--workdir", type=Path, required=True)
