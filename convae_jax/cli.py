@@ -74,16 +74,19 @@ def _cmd_train(args) -> int:
 
     table = table_from(args)
     if args.resume is not None:
-        if args.workdir or args.overrides or args.data_dir or args.dataset or table:
+        if args.workdir or args.overrides or args.data_dir or args.dataset or table or args.prepared:
             raise ConvaeError("--resume continues a run with its own config and data; drop --workdir, --set, "
-                              "--dataset, --data-dir and --ratings")
+                              "--dataset, --data-dir, --ratings and --prepared")
         workdir, metrics = args.resume, resume_run(args.resume)
     else:
-        if table is not None and (args.dataset or args.data_dir):
-            raise ConvaeError("--ratings names the data: drop --dataset and --data-dir")
+        for flag, given in (("--ratings", table is not None), ("--prepared", args.prepared is not None)):
+            if given and (args.dataset or args.data_dir):
+                raise ConvaeError(f"{flag} names the data: drop --dataset and --data-dir")
+        if table is not None and args.prepared is not None:
+            raise ConvaeError("--prepared names the data: drop --ratings")
         workdir = args.workdir or _default_workdir()
         metrics = train_and_evaluate(config_from(args), workdir, dataset=args.dataset or "synthetic",
-                                     data_dir=args.data_dir, table=table)
+                                     data_dir=args.data_dir, table=table, prepared=args.prepared)
     if is_writer():
         print(f"run directory: {workdir}")
         print(f"learning curve: {Path(workdir) / LEARNING_CURVE}")
@@ -163,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", choices=("synthetic",) + DATASETS, help="a named dataset (default: synthetic)")
     train.add_argument("--data-dir", type=Path, help="directory holding the dataset's files")
     train.add_argument("--workdir", type=Path, help="run directory (default: runs/<timestamp>)")
+    train.add_argument("--prepared", type=Path, metavar="LAYOUT",
+                       help="a layout from `convae prepare`: each process reads only its own row groups")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR",
                        help="continue an interrupted run from its last checkpoint, with its own config and data")
     add_table_flags(train)

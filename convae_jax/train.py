@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental.multihost_utils import process_allgather
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
@@ -21,6 +22,7 @@ from convae_jax.checkpoint import CheckpointDir, data_fingerprint, root_key_data
 from convae_jax.config import Config
 from convae_jax.data.batches import RowBatch, RowMatrix, entry_budget, iterate_sharded_batches
 from convae_jax.data.interactions import Interactions
+from convae_jax.data.per_process import ProcessInput, global_batch
 from convae_jax.data.splits import holdout_interactions
 from convae_jax.distributed import agreed, is_writer
 from convae_jax.errors import CheckpointError, ConvaeError, TrainingDiverged
@@ -244,7 +246,7 @@ class EpochRecord:
 def fit(train: Interactions, config: Config, *, validation: Interactions | None = None,
         inputs: Interactions | None = None, on_epoch: Callable[[EpochRecord], None] | None = None,
         validation_metrics: Callable[[FittedModel, Interactions], dict] | None = None,
-        checkpoint_dir=None, resume: bool = False, initial_params=None) -> FittedModel:
+        checkpoint_dir=None, resume: bool = False, initial_params=None, prepared=None) -> FittedModel:
     """Trains Conv4Rec on `train` and returns the model at the validation-selected epoch.
 
     `initial_params` (a parameter tree of the same model) replaces the seeded initialisation, to
@@ -280,6 +282,11 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
 
     Divergence guard: if the loss or a gradient becomes NaN or inf, `TrainingDiverged` names the
     first such step; no checkpoint is written for the failed epoch, so the last good one remains.
+
+    `prepared` (`data.per_process.PreparedTraining`: a layout whose "train" part, filtered by its
+    `keep`, holds `train`'s entries) makes every process read its training batches from its own row
+    groups alone, shuffled with the shared seed, instead of from `train` in memory; `validation`
+    must then be given (nothing is held out of the layout's rows here).
     """
     config = config.validate()
     tc = config.train
@@ -309,6 +316,12 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
     step = make_train_step(model=model, tx=tx, config=config, dropout_key=jax.random.fold_in(root, 1), layout=layout)
     shuffle_rng = np.random.default_rng(np.asarray(jax.random.key_data(jax.random.fold_in(root, 2))))
     budget = entry_budget(matrix.lengths, tc.batch_rows // layout.data)
+    if prepared is not None:
+        if validation is None or inputs is not None:
+            raise ConvaeError("training from a prepared layout needs an explicit validation set and no separate inputs")
+        prepared.layout.require(orientation=config.model.orientation)
+        reader = ProcessInput(prepared.layout, process_index=jax.process_index(), process_count=jax.process_count(),
+                              parts=layout.data, seed=tc.seed, batch_rows=tc.batch_rows, budget=budget, keep=prepared.keep)
 
     checkpoints = None
     progress = _Progress()
@@ -328,9 +341,13 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
         if progress.finished:
             break
         start, batch_losses, first_step = time.perf_counter(), [], int(state.step)
-        for batch in iterate_sharded_batches(matrix, shuffle_rng.permutation(active_rows), batch_rows=tc.batch_rows,
-                                             budget=budget, shards=layout.data):
-            state, loss = step(state, layout.put_batch(batch))
+        if prepared is None:
+            batches = (layout.put_batch(batch) for batch in iterate_sharded_batches(
+                matrix, shuffle_rng.permutation(active_rows), batch_rows=tc.batch_rows, budget=budget, shards=layout.data))
+        else:
+            batches = _own_row_groups(reader, layout, epoch)
+        for batch in batches:
+            state, loss = step(state, batch)
             batch_losses.append(loss)
         saving = checkpoints is not None and (epoch % tc.checkpoint_every == 0 or epoch == tc.max_epochs)
         # The whole state comes to the host only when it is checkpointed anyway.
@@ -377,6 +394,16 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
     fitted = FittedModel(config, progress.best_params, read, tuple(progress.history))
     warn_if_encoder_collapsed(fitted)
     return fitted
+
+
+def _own_row_groups(reader: ProcessInput, layout: Layout, epoch: int):
+    """An epoch's global batches, each process reading only its own row groups; as many steps on
+    every process (the most any process needs; the others pad)."""
+    steps = reader.local_steps(epoch)
+    if jax.process_count() > 1:
+        steps = int(np.max(process_allgather(np.asarray([steps], np.int32))))
+    for piece in reader.batches(epoch, steps=steps):
+        yield global_batch(piece, layout.batch_sharding, process_count=jax.process_count())
 
 
 def validated_epochs(train_config) -> tuple[int, ...]:

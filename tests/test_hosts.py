@@ -115,3 +115,23 @@ def test_two_processes_train_as_one_and_survive_a_lost_process(tmp_path):
     assert [r["train_loss"] for r in resumed["history"]] == [r["train_loss"] for r in two["history"]]
     for name, value in two["params"].items():
         np.testing.assert_array_equal(resumed["params"][name], value, err_msg=name)
+
+
+def test_two_processes_each_reading_its_own_row_groups_train_as_one_process(tmp_path):
+    """A prepared layout (`convae prepare`'s format; 60 users in row groups of 6): 2 processes × 2
+    devices, each reading only its own row groups, train 2 epochs to the losses and parameters of
+    1 process × 4 devices reading all of them."""
+    from convae_jax.data import SyntheticTruth
+    from convae_jax.data.prepared import write_layout
+
+    data = SyntheticTruth(n_users=60, n_items=40, n_channels=5, rank=3, seed=3).sample_histories(12, seed=0)
+    layout = write_layout({"train": data}, tmp_path / "layout", orientation="user", source={"test": "synthetic"},
+                          rows_per_group=6)
+    args = ["train", "--prepared", str(layout.path), "--preset", "testing", "--set", "model.orientation=user",
+            "--set", "mesh.model=2", "--set", "train.max_epochs=2", "--set", "train.batch_rows=8"]
+    run_cluster(args + ["--workdir", str(tmp_path / "two")], processes=2, devices=2, logs=tmp_path / "logs-two")
+    run_cluster(args + ["--workdir", str(tmp_path / "one")], processes=1, devices=4, logs=tmp_path / "logs-one")
+    two, one = read_run(tmp_path / "two"), read_run(tmp_path / "one")
+    for a, b in zip(two["history"], one["history"]):
+        assert abs(a["train_loss"] - b["train_loss"]) <= RTOL * abs(b["train_loss"])
+    assert len(two["history"]) == 2 and relative_error(two["params"], one["params"]) <= RTOL

@@ -17,7 +17,8 @@ processes (a reduction the caller does, e.g. `multihost_utils.process_allgather`
 
 from __future__ import annotations
 
-from typing import Iterator
+import dataclasses
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -38,6 +39,15 @@ def row_order(n_rows: int, *, seed: int, epoch: int, group: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch, group]).permutation(n_rows)
 
 
+@dataclasses.dataclass(frozen=True)
+class PreparedTraining:
+    """What `train.fit` reads from a prepared layout: its "train" part, of whose entries those
+    that `keep(row, col)` accepts (the others are held out for validation or test)."""
+
+    layout: PreparedLayout
+    keep: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+
 class ProcessInput:
     """Process `process_index` of `process_count`'s share of a prepared layout's part.
 
@@ -48,7 +58,7 @@ class ProcessInput:
     """
 
     def __init__(self, layout: PreparedLayout, *, process_index: int, process_count: int, parts: int, seed: int,
-                 batch_rows: int, budget: int | None = None, part: str = "train"):
+                 batch_rows: int, budget: int | None = None, part: str = "train", keep=None):
         if not 0 <= process_index < process_count:
             raise ConvaeError(f"process index {process_index} outside 0..{process_count - 1}")
         if parts % process_count:
@@ -61,6 +71,7 @@ class ProcessInput:
         self.budget = layout.entry_budget(part, self.rows_per_part) if budget is None else budget
         self.group_rows = layout.group_rows(part)
         self.own_parts = range(process_index * parts // process_count, (process_index + 1) * parts // process_count)
+        self.keep = keep  # keep(row, col) -> bool per entry: the entries read (default all); a row left empty is skipped
         self.reads: list[tuple[int, int]] = []
         self._source = None
 
@@ -76,7 +87,10 @@ class ProcessInput:
         for groups in self.own_groups(epoch):
             part_steps = 0
             for group in groups:
-                lengths = self._read(group, columns=["length"]).column("length").to_numpy()
+                if self.keep is None:
+                    lengths = self._read(group, columns=["length"]).column("length").to_numpy()
+                else:
+                    lengths = np.diff(self._group_matrix(group)[1].indptr)
                 order = row_order(len(lengths), seed=self.seed, epoch=epoch, group=group)
                 part_steps += sum(1 for _ in batch_bounds(lengths[order], batch_rows=self.rows_per_part,
                                                           budget=self.budget))
@@ -99,16 +113,25 @@ class ProcessInput:
     def _part_batches(self, groups: np.ndarray, epoch: int) -> Iterator[RowBatch]:
         """One part's batches: its groups in order, each group's rows packed in `row_order`."""
         for group in groups:
-            table = self._read(group)
-            rows = table.column("row").to_numpy()
-            lists = {name: table.column(name).combine_chunks() for name in ("col", "channel", "count")}
-            indptr = lists["col"].offsets.to_numpy()
-            matrix = RowMatrix(indptr.astype(np.int64), *(lists[name].values.to_numpy(zero_copy_only=False)
-                                                          for name in ("col", "channel", "count")),
-                               n_rows=len(rows), n_cols=self.layout.n_cols)
+            rows, matrix = self._group_matrix(group)
             order = row_order(len(rows), seed=self.seed, epoch=epoch, group=group)
+            order = order[matrix.lengths[order] > 0]  # rows whose every entry was filtered out
             for batch in iterate_batches(matrix, order, batch_rows=self.rows_per_part, budget=self.budget):
                 yield batch._replace(row=np.where(batch.row_mask > 0, rows[batch.row], 0).astype(np.int32))
+
+    def _group_matrix(self, group) -> tuple[np.ndarray, RowMatrix]:
+        """(the group's rows in the layout's index, its entries as a CSR over those rows), `keep` applied."""
+        table = self._read(group)
+        rows = table.column("row").to_numpy()
+        lists = {name: table.column(name).combine_chunks() for name in ("col", "channel", "count")}
+        indptr = lists["col"].offsets.to_numpy().astype(np.int64)
+        col, channel, count = (lists[name].values.to_numpy(zero_copy_only=False) for name in ("col", "channel", "count"))
+        if self.keep is not None:
+            position = np.repeat(np.arange(len(rows)), np.diff(indptr))
+            kept = self.keep(rows[position], col)
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(position[kept], minlength=len(rows)))])
+            col, channel, count = col[kept], channel[kept], count[kept]
+        return rows, RowMatrix(indptr, col, channel, count, n_rows=len(rows), n_cols=self.layout.n_cols)
 
     def _read(self, group, columns=None):
         if self._source is None:
