@@ -74,10 +74,10 @@ def _cmd_train(args) -> int:
 
     table = table_from(args)
     if args.resume is not None:
-        if args.workdir or args.overrides or args.data_dir or args.dataset or table or args.prepared:
-            raise ConvaeError("--resume continues a run with its own config and data; drop --workdir, --set, "
+        if args.workdir or args.data_dir or args.dataset or table or args.prepared:
+            raise ConvaeError("--resume continues a run with its own config and data; drop --workdir, "
                               "--dataset, --data-dir, --ratings and --prepared")
-        workdir, metrics = args.resume, resume_run(args.resume)
+        workdir, metrics = args.resume, resume_run(args.resume, mesh_overrides=args.overrides)
     else:
         for flag, given in (("--ratings", table is not None), ("--prepared", args.prepared is not None)):
             if given and (args.dataset or args.data_dir):

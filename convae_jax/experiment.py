@@ -128,14 +128,19 @@ def score_test(model, train: Interactions, test: Interactions, *, ks) -> dict:
     return ranking_protocol(model.consumption_scores(np.unique(test.user)), seen=train, relevant=test, ks=ks)
 
 
-def resume_run(workdir) -> dict:
+def resume_run(workdir, *, mesh_overrides=()) -> dict:
     """Continues an interrupted `train_and_evaluate` in `workdir` from its newest readable
     checkpoint, with the config and data recorded in its run.json. On CPU the outcome is
-    bit-for-bit that of an uninterrupted run; a finished run is re-evaluated only."""
+    bit-for-bit that of an uninterrupted run; a finished run is re-evaluated only.
+    `mesh_overrides` (`mesh.FIELD=VALUE`) continue it on another mesh: checkpoints hold every
+    array whole, in the shapes of one device, so any mesh restores them; later batches are cut for
+    the new data axis, so the run goes on as a valid but not bit-identical continuation."""
+    if any(not item.startswith("mesh.") for item in mesh_overrides):
+        raise ConvaeError("a resumed run keeps its config; only its mesh may change (--set mesh.data=… mesh.model=…)")
     workdir = Path(workdir)
     run = _read_run(workdir)
     try:
-        config = Config.from_dict(run["config"])
+        config = Config.from_dict(run["config"]).override(list(mesh_overrides))
         dataset, data_dir = run["dataset"], run["data_dir"]
     except (KeyError, TypeError) as err:
         raise ConvaeError(f"{workdir / 'run.json'}: incomplete run record ({err})") from None
