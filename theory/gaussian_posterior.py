@@ -48,6 +48,7 @@ class DrawRisk:
             log_q = jax.nn.log_softmax(logits, axis=-1)[users, cells]
             return -jnp.sum(weights * jnp.logaddexp(log_keep + log_q, log_floor))
 
+        self.function = risk  # R̂ as a pure function of the parameters, to differentiate or compose
         self._risk = jax.jit(risk)
         self._sampled = jax.jit(jax.vmap(lambda key, mean, scales: risk(perturbed(key, mean, scales)),
                                          in_axes=(0, None, None)))
