@@ -7,7 +7,7 @@ For every (N, seed), with the samples of `theory.synthetic.draw_samples` (S_cert
 3. For every number of levels Q of the grid: w quantised onto Q levels (k-means, then the levels
    trained, stored as float16), the quantised model coded (`theory.compressed_code`) in L bits.
 4. The Occam bound with prior π(h) = 2^−L(h) over the code's models (a prefix-free code, so
-   Σ π ≤ 1): the PAC-Bayes-kl bound (`theory.pacbayes.pac_bayes_kl_bound`) with a point posterior,
+   Σ π ≤ 1; `theory.pacbayes.occam_bound`): the PAC-Bayes-kl bound with a point posterior,
    KL = L ln 2, n = |S_tgt|, on the γ-smoothed loss (γ = `theory.bounds.SMOOTHING`, range
    b = ln(K/γ)), at δ/(the grid's size): with probability ≥ 1 − δ it holds for every
    configuration at once, so the smallest is reported. (The header already names d and Q, so the
@@ -68,11 +68,13 @@ GRIDS = {"full": Grid(dims=(250, 500, 1000, 2000), levels=(16, 32)),
 
 
 def _subspace_model(risk, theta0, *, dim: int, seed: int, grid: Grid):
-    """The subspace and its trained coordinates w (float32), with the loss before each step."""
+    """The subspace, the loss of its coordinates w (a function of w and (subspace, draws)), and the
+    trained w (float32), with the loss before each step."""
     space = subspace.random_subspace(theta0, dim=dim, nonzeros=grid.nonzeros, seed=seed)
-    w, losses = subspace.minimise(lambda v: risk.function(space.params(v)), jnp.zeros(dim, jnp.float32),
-                                  steps=grid.steps, learning_rate=grid.learning_rate)
-    return space, np.asarray(w), losses
+    loss = lambda w, args: risk.function(args[0].params(w), args[1])
+    w, losses = subspace.minimise(loss, jnp.zeros(dim, jnp.float32), (space, risk.data), steps=grid.steps,
+                                  learning_rate=grid.learning_rate)
+    return space, loss, np.asarray(w), losses
 
 
 def certify_run(truth, samples, config, *, seed: int, grid: Grid, log=print) -> dict:
@@ -84,17 +86,16 @@ def certify_run(truth, samples, config, *, seed: int, grid: Grid, log=print) -> 
     level = DELTA / grid.size
     configurations = []
     for dim in grid.dims:
-        (space, w, losses), seconds = timed(_subspace_model, risk, theta0, dim=dim, seed=seed, grid=grid)
-        loss_of_w = lambda v, space=space: risk.function(space.params(v))
+        (space, loss, w, losses), seconds = timed(_subspace_model, risk, theta0, dim=dim, seed=seed, grid=grid)
         for levels in grid.levels:
-            codebook, assignment = subspace.quantise(loss_of_w, w, levels=levels, steps=grid.level_steps,
+            codebook, assignment = subspace.quantise(loss, w, (space, risk.data), levels=levels, steps=grid.level_steps,
                                                      learning_rate=grid.level_learning_rate)
             model = QuantisedModel(dim, seed, codebook.astype(np.float16), assignment)
             params = space.params(jnp.asarray(model.weights))
             bits = code_length(model)
             empirical = risk(params)
-            bound = pacbayes.pac_bayes_kl_bound(empirical_risk=empirical, kl=bits["total"] * math.log(2), n=n,
-                                                delta=level, loss_range=loss_range)
+            bound = pacbayes.occam_bound(empirical_risk=empirical, bits=bits["total"], n=n, delta=level,
+                                         loss_range=loss_range)
             configurations.append({
                 "dim": dim, "levels": levels, "bits": bits, "empirical_risk": empirical, "bound": bound["bound"],
                 "epsilon": bound["epsilon"], "used_levels": int(np.count_nonzero(np.bincount(assignment, minlength=levels))),

@@ -28,16 +28,18 @@ BIAS_SCALE = 0.1  # c_a of an array that θ₀ sets to zero (the biases)
 KMEANS_ITERATIONS = 50
 
 
+@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Subspace:
     """θ(w) = θ₀ + P·w for a flat θ₀ (D,), P stored as `index`, `coef` (D, nonzeros); `unravel`
-    maps a flat vector back to the parameter tree."""
+    maps a flat vector back to the parameter tree. A pytree, so that jitted functions take it as an
+    argument (its arrays are tens of MB: as closure constants they would be folded into every compilation)."""
 
     origin: jax.Array
     index: jax.Array
     coef: jax.Array
-    dim: int
-    unravel: object
+    dim: int = dataclasses.field(metadata={"static": True})
+    unravel: object = dataclasses.field(metadata={"static": True})
 
     def params(self, w):
         """The parameter tree at subspace coordinates w (d,)."""
@@ -57,19 +59,23 @@ def random_subspace(origin_params, *, dim: int, nonzeros: int, seed: int) -> Sub
     return Subspace(jnp.asarray(flat), jnp.asarray(index), jnp.asarray(coef), dim, unravel)
 
 
-def minimise(loss, start, *, steps: int, learning_rate: float):
-    """Full-batch Adam on `loss` (a pure function of one array) from `start`, with a cosine decay
-    of the learning rate to zero; returns the last iterate and the loss before each step."""
+def minimise(loss, start, args, *, steps: int, learning_rate: float):
+    """Full-batch Adam on loss(x, args) over x from `start` (`args`: a pytree of the data, passed to
+    the compiled loop as an argument), with a cosine decay of the learning rate to zero; returns the
+    last iterate and the loss before each step."""
     tx = optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
 
     @jax.jit
-    def step(carry, _):
-        x, state = carry
-        value, grad = jax.value_and_grad(loss)(x)
-        updates, state = tx.update(grad, state)
-        return (optax.apply_updates(x, updates), state), value
+    def run(start, args):
+        def step(carry, _):
+            x, state = carry
+            value, grad = jax.value_and_grad(loss)(x, args)
+            updates, state = tx.update(grad, state)
+            return (optax.apply_updates(x, updates), state), value
 
-    (x, _), values = jax.lax.scan(step, (start, tx.init(start)), None, length=steps)
+        return jax.lax.scan(step, (start, tx.init(start)), None, length=steps)
+
+    (x, _), values = run(start, args)
     return x, np.asarray(values)
 
 
@@ -95,11 +101,11 @@ def as_stored(codebook) -> np.ndarray:
     return np.asarray(codebook, np.float16).astype(np.float32)
 
 
-def quantise(loss_of_w, w, *, levels: int, steps: int, learning_rate: float) -> tuple[np.ndarray, np.ndarray]:
-    """(codebook as stored, assignment): k-means levels of w, trained on `loss_of_w` with the
-    assignment (each coordinate's nearest k-means level) fixed, then rounded to float16."""
+def quantise(loss, w, args, *, levels: int, steps: int, learning_rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """(codebook as stored, assignment): k-means levels of w, trained on loss(c[assignment], args)
+    with the assignment (each coordinate's nearest k-means level) fixed, then rounded to float16."""
     codebook = kmeans_levels(w, levels)
-    assignment = jnp.asarray(nearest(w, codebook))
-    trained, _ = minimise(lambda c: loss_of_w(c[assignment]), jnp.asarray(codebook, jnp.float32), steps=steps,
-                          learning_rate=learning_rate)
-    return as_stored(trained), np.asarray(assignment)
+    assignment = nearest(w, codebook)
+    trained, _ = minimise(lambda c, a: loss(c[a[0]], a[1]), jnp.asarray(codebook, jnp.float32),
+                          (jnp.asarray(assignment), args), steps=steps, learning_rate=learning_rate)
+    return as_stored(trained), assignment
