@@ -23,7 +23,7 @@ import numpy as np
 
 from convae_jax.train import validated_epochs
 from theory import bounds as bounds_lib
-from theory import capacity_report, pacbayes_report, plots, rates, reporting
+from theory import capacity_report, compress_report, pacbayes_report, plots, rates, reporting
 from theory.certificate import CERT_SMOOTHING, certify
 from theory.estimators import (
     GlobalPopularity,
@@ -38,7 +38,7 @@ from theory.recovery import population_log_loss, recovery_distances
 from theory.synthetic import conditional_entropy, draw_samples, make_truth
 
 ESTIMATORS = ("model", "per_user_empirical", "global_popularity") + tuple(f"low_rank_{r}" for r in RANKS)
-EXPERIMENTS = ("certify", "bounds", "pacbayes", "catalogue", "sharing")
+EXPERIMENTS = ("certify", "bounds", "pacbayes", "compress", "catalogue", "sharing")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +71,9 @@ PRESETS = {
     # the bounds check's split-mode model; N = 2·10⁴ … 1.8·10⁵, the acceptance's sizes (theory/pacbayes_run.py)
     ("pacbayes", "full"): Preset("full", {}, (20_000, 60_000, 180_000), (0, 1)),
     ("pacbayes", "quick"): Preset("quick", QUICK_TRUTH, (1_600, 6_400), (0,), QUICK_OVERRIDES),
+    # the same model and sizes; the grid of subspaces and levels is theory/compress_run.py's GRIDS
+    ("compress", "full"): Preset("full", {}, (20_000, 60_000, 180_000), (0, 1)),
+    ("compress", "quick"): Preset("quick", QUICK_TRUTH, (1_600, 6_400), (0,), QUICK_OVERRIDES),
     # the catalogue and sharing grids live in theory/capacity.py; the sizes here are the fixed N
     ("catalogue", "full"): Preset("full", {}, (20_000,), (0, 1)),
     ("catalogue", "quick"): Preset("quick", {"n_users": 100}, (1_600,), (0,), QUICK_OVERRIDES),
@@ -276,11 +279,14 @@ def run_theory(experiment: str, *, quick: bool = False, out_dir: str | Path | No
 
 
 def _runner(experiment: str):
-    """The function that runs `experiment`; the PAC-Bayes and capacity ones are imported here,
+    """The function that runs `experiment`; the PAC-Bayes, compression and capacity ones are imported here,
     since they build on this module's presets and configs."""
     if experiment == "pacbayes":
         from theory.pacbayes_run import run_pacbayes
         return run_pacbayes
+    if experiment == "compress":
+        from theory.compress_run import run_compress
+        return run_compress
     if experiment in ("catalogue", "sharing"):
         from theory import capacity
         return capacity.run_catalogue if experiment == "catalogue" else capacity.run_sharing
@@ -290,6 +296,7 @@ def _runner(experiment: str):
 REPORTS = {"certify": (reporting.certify_markdown, plots.certify_plot),
            "bounds": (reporting.bounds_markdown, plots.bounds_plot),
            "pacbayes": (pacbayes_report.markdown, pacbayes_report.plot),
+           "compress": (compress_report.markdown, compress_report.plot),
            "catalogue": (capacity_report.catalogue_markdown, capacity_report.catalogue_plot),
            "sharing": (capacity_report.sharing_markdown, capacity_report.sharing_plot)}  # experiment -> (markdown, plot) writers
 
