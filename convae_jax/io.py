@@ -106,8 +106,10 @@ def verify_manifest(directory: Path, fmt: str, names=None, *, error=ModelFileErr
         manifest = json.loads(raw.decode("utf-8"))
     except (OSError, ValueError) as err:
         raise error(f"{path}: unreadable manifest ({err})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != fmt or not isinstance(manifest.get("sha256"), dict):
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("sha256"), dict):
         raise error(f"{directory}: not a {fmt} directory (bad manifest)")
+    if manifest.get("format") != fmt:  # e.g. a checkpoint of an earlier version
+        raise error(f"{directory}: not a {fmt} directory (its manifest says {manifest.get('format')!r})")
     if raw != _manifest_bytes(manifest):  # even a changed space or an appended byte is refused
         raise error(f"{path}: altered (not as written)")
     if "manifest_sha256" in manifest or require_self_check:
