@@ -5,7 +5,7 @@ device count is fixed when JAX starts): `python tests/mesh_worker.py CHECK` prin
 steps on the mesh against the single-device program on the same batches, as the largest error of
 each relative to the largest magnitude of its leaf. `layout`: shard shapes on a 1×8 mesh and what
 the compiled step's HLO all-gathers. `ranking`: sharded top-100 lists (`MeshScorer`) against
-single-device ones. `reshard DIR`: a checkpoint written on one mesh restored onto others.
+single-device ones.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from convae_jax.mesh_scoring import MeshScorer  # noqa: E402
 from convae_jax.model import build_model, init_params  # noqa: E402
 from convae_jax.predict import FittedModel  # noqa: E402
 from convae_jax.rank import seen_mask  # noqa: E402
-from convae_jax.sharding import is_column_indexed, make_layout  # noqa: E402
-from convae_jax.train import host_state_shapes, init_train_state, make_optimizer, make_train_step  # noqa: E402
+from convae_jax.sharding import make_layout  # noqa: E402
+from convae_jax.train import init_train_state, make_optimizer, make_train_step  # noqa: E402
 
 SHAPES = ((1, 1), (8, 1), (4, 2), (2, 4), (1, 8))
 STEPS = 20
@@ -172,44 +172,6 @@ def fit_check(tmp: str) -> dict:
             "checkpoints": sorted(os.listdir(os.path.join(tmp, "8")))}
 
 
-def reshard(tmp: str) -> dict:
-    """A train state after STEPS steps on a 2×2 mesh of 4 devices (37 columns padded to 38), with
-    its best parameters on the host, checkpointed (`CheckpointDir`) and restored onto 1×4, one
-    device, 1×8 and 4×2 (`Layout.abstract`): per target, whether every leaf equals the written one
-    bit for bit in today's shapes, whether every leaf has the target's sharding, and whether the
-    target's padding columns are zero."""
-    from convae_jax.checkpoint import CheckpointDir
-
-    config, model, source, batches = _setup(CONFIGS["user-ordinal"], (2, 2))
-    tx = make_optimizer(config)
-    state = init_train_state(model=model, tx=tx, key=jax.random.key(0), layout=source)
-    step = make_train_step(model=model, tx=tx, config=config, dropout_key=jax.random.key(1), layout=source)
-    for t in range(STEPS):
-        state, _ = step(state, batches[t % len(batches)])
-    written = {"state": source.to_host(state), "best": source.to_host(state.params)}
-    checkpoints = CheckpointDir(tmp, config=config, fingerprint="-", columns=model.n_cols)
-    checkpoints.save(1, {"state": state, "best": written["best"]}, {})
-    shapes = host_state_shapes(model=model, tx=tx)
-    out = {}
-    for data, columns in ((1, 4), (1, 1), (1, 8), (4, 2)):
-        target = make_layout(config.override([f"mesh.data={data}", f"mesh.model={columns}"]), n_cols=model.n_cols)
-        abstract = {"state": target.abstract(shapes), "best": target.abstract(shapes.params)}
-        restored = checkpoints.latest(abstract).trees
-        got = {name: target.to_host(tree) for name, tree in restored.items()}
-        padding = [np.asarray(leaf)[target.n_cols:] for path, leaf in jax.tree_util.tree_leaves_with_path(restored)
-                   if is_column_indexed(path, leaf)]
-        out[f"{data}x{columns}"] = {
-            "n_padded": target.n_padded,
-            "equal": all(a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b) for a, b in
-                         zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(written))),
-            "leaves": len(jax.tree_util.tree_leaves(got)),
-            "same_structure": jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(written),
-            "shardings": all(leaf.sharding == want.sharding for leaf, want in
-                             zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(abstract))),
-            "padding_zero": all(not np.any(rows) for rows in padding)}
-    return {"written_rows": source.n_padded, "targets": out}
-
-
 def ranking() -> dict:
     """User rows, 40 users over 300 items, on meshes with 1, 4 and 8 model shards against the single
     device (`FittedModel`): top-100 unseen items (`MeshScorer.top_items`), whole-catalogue scores,
@@ -256,5 +218,5 @@ def ranking() -> dict:
 
 
 if __name__ == "__main__":
-    checks = {"equivalence": equivalence, "layout": layout_check, "ranking": ranking, "fit": fit_check, "reshard": reshard}
+    checks = {"equivalence": equivalence, "layout": layout_check, "ranking": ranking, "fit": fit_check}
     print(json.dumps(checks[sys.argv[1]](*sys.argv[2:])))
