@@ -57,6 +57,7 @@ import orbax.checkpoint as ocp
 
 from convae_jax.config import Config
 from convae_jax.data.interactions import Interactions
+from convae_jax.distributed import is_writer
 from convae_jax.errors import CheckpointError
 from convae_jax.io import atomic_write, files_under, fsync_directory, verify_manifest, write_manifest
 from convae_jax.pytrees import leaf_name, named_leaves
@@ -162,7 +163,7 @@ class CheckpointDir:
         `trees` maps names to pytrees of jax.Arrays or numpy arrays (None entries are skipped);
         `loop` must be JSON-able. Every process must call it, with the same arguments: each writes
         its own shards of the jax.Arrays (numpy leaves are written by process 0), process 0 the rest."""
-        primary = jax.process_index() == 0
+        primary = is_writer()
         final = self.directory / f"epoch-{epoch:06d}"
         tmp = final.with_name(final.name + ".tmp")
         if primary:
