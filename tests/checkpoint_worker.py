@@ -5,7 +5,8 @@ restores it onto 1×4, 4×1 and one device. `write DIR PROCESS_ID PORT DxM`: one
 of 2 devices each (`jax.distributed` on localhost:PORT) checkpoints the state sharded on a D×M
 mesh over all 4 devices. `read DIR`: one process of 4 devices restores that checkpoint as `local`
 does. Each prints one JSON object: which columns of the encoder table the writer's devices held,
-and per restore target whether every leaf equals the same state built there, bit for bit.
+and per restore target whether every leaf equals the state as written, bit for bit, lies on the
+target's shardings, and has zero padding columns.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np  # noqa: E402
 from convae_jax import config as config_lib  # noqa: E402
 from convae_jax.checkpoint import CheckpointDir  # noqa: E402
 from convae_jax.model import build_model, init_params  # noqa: E402
-from convae_jax.sharding import make_layout  # noqa: E402
+from convae_jax.sharding import is_column_indexed, make_layout  # noqa: E402
 from convae_jax.train import TrainState, host_state_shapes, init_train_state, make_optimizer  # noqa: E402
 
 # Per-column cut-points: every kind of column-indexed leaf.
@@ -35,10 +36,12 @@ TARGETS = ("1x4", "4x1", "1x1")
 def filled_state(layout, model, tx) -> TrainState:
     """A train state with every leaf set and the padding zero, the same on every mesh: the seeded
     parameters, Adam moments 0.5·p and p², step 7."""
-    fresh = init_train_state(model=model, tx=tx, key=jax.random.key(0), layout=layout)
-    adam = fresh.opt_state[0]._replace(mu=jax.tree_util.tree_map(lambda p: 0.5 * p, fresh.params),
-                                       nu=jax.tree_util.tree_map(lambda p: p * p, fresh.params))
-    return TrainState(fresh.params, (adam, *fresh.opt_state[1:]), fresh.step + 7)
+    def fill(fresh: TrainState) -> TrainState:
+        adam = fresh.opt_state[0]._replace(mu=jax.tree_util.tree_map(lambda p: 0.5 * p, fresh.params),
+                                           nu=jax.tree_util.tree_map(lambda p: p * p, fresh.params))
+        return TrainState(fresh.params, (adam, *fresh.opt_state[1:]), fresh.step + 7)
+
+    return jax.jit(fill)(init_train_state(model=model, tx=tx, key=jax.random.key(0), layout=layout))
 
 
 def layout_of(shape: str, devices=None):
@@ -56,14 +59,16 @@ def write(checkpoints: CheckpointDir, shape: str, model, tx, best) -> dict:
 
 
 def read(checkpoints: CheckpointDir, model, tx, best) -> dict:
-    """Restores the checkpoint onto each of TARGETS and compares it with the state built there."""
+    """Restores the checkpoint onto each of TARGETS and compares it with the state as written
+    (built on one device: the seeded state is the same on every mesh)."""
     shapes = host_state_shapes(model=model, tx=tx)
+    one = layout_of("1x1")
+    want = {"best": best, "state": one.to_host(filled_state(one, model, tx))}
     out = {}
     for shape in TARGETS:
         layout = layout_of(shape)
         abstract = {"state": layout.abstract(shapes), "best": layout.abstract(shapes.params)}
         restored = checkpoints.latest(abstract).trees
-        want = {"best": best, "state": layout.to_host(filled_state(layout, model, tx))}
         got = {name: layout.to_host(tree) for name, tree in restored.items()}
         out[shape] = {
             "n_padded": layout.n_padded, "leaves": len(jax.tree_util.tree_leaves(got)),
@@ -71,7 +76,9 @@ def read(checkpoints: CheckpointDir, model, tx, best) -> dict:
                 a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(got),
                                                                            jax.tree_util.tree_leaves(want))),
             "shardings": all(leaf.sharding == target.sharding for leaf, target in
-                             zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(abstract)))}
+                             zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(abstract))),
+            "padding_zero": all(not np.any(np.asarray(leaf)[N_COLS:]) for path, leaf in
+                                jax.tree_util.tree_leaves_with_path(restored) if is_column_indexed(path, leaf))}
     return out
 
 
@@ -80,7 +87,7 @@ def main() -> dict:
         jax.distributed.initialize(f"localhost:{sys.argv[4]}", num_processes=2, process_id=int(sys.argv[3]))
     model = build_model(CONFIG.model, n_cols=N_COLS, n_channels=5)
     tx = make_optimizer(CONFIG)
-    best = jax.device_get(init_params(model, jax.random.key(3)))  # host arrays, as `fit` keeps them
+    best = jax.device_get(jax.jit(lambda key: init_params(model, key))(jax.random.key(3)))  # on the host, as in `fit`
     checkpoints = CheckpointDir(sys.argv[2], config=CONFIG, fingerprint="-", columns=N_COLS)
     if role == "write":
         return write(checkpoints, sys.argv[5], model, tx, best)

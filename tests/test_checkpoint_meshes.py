@@ -16,10 +16,10 @@ WORKER = Path(__file__).with_name("checkpoint_worker.py")
 
 def assert_restored_everywhere(targets: dict) -> None:
     """Every target (1×4: 37 columns padded to 40; 4×1 and one device: 37) got every leaf as
-    written, on its own shardings."""
+    written, on its own shardings, with zero padding columns."""
     assert {shape: cell["n_padded"] for shape, cell in targets.items()} == {"1x4": 40, "4x1": 37, "1x1": 37}
     for shape, cell in targets.items():
-        assert cell["equal"] and cell["shardings"] and cell["leaves"] == 34, (shape, cell)
+        assert cell["equal"] and cell["shardings"] and cell["padding_zero"] and cell["leaves"] == 34, (shape, cell)
 
 
 def free_port() -> int:
