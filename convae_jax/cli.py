@@ -216,9 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(run=_cmd_explain)
 
     theory = sub.add_parser("theory", help="theory checks on synthetic data: certified recovery, generalization bounds")
-    theory.add_argument("experiment", choices=("certify", "bounds", "pacbayes"),
+    theory.add_argument("experiment", choices=("certify", "bounds", "pacbayes", "compress"),
                         help="certify: TV recovery with a held-out certificate; bounds: split-mode bounds and leakage; "
-                             "pacbayes: a PAC-Bayes bound with a prior from training data")
+                             "pacbayes: a PAC-Bayes bound with a prior from training data; "
+                             "compress: a compression (Occam) bound on a quantised subspace model")
     theory.add_argument("--quick", action="store_true", help="the small preset (minutes); default: the full preset")
     theory.add_argument("--sizes", type=int, nargs="+", help="replace the preset's grid of N")
     theory.add_argument("--seeds", type=int, nargs="+", help="replace the preset's seeds")

@@ -110,6 +110,8 @@ def train_and_evaluate(config: Config, workdir, *, dataset: str = SYNTHETIC, dat
     scorer = _ranking_validation if train.n_channels == 1 else None
     model = fit(train, config, validation=validation, checkpoint_dir=workdir / "checkpoints", resume=resume,
                 validation_metrics=scorer, prepared=reader)
+    if validation is not None:  # as when `fit` holds validation out itself: predictions read every known pair
+        model = FittedModel(model.config, model.params, train.concat(validation), model.history)
     metrics = {"dataset": dataset, "selected_epoch": model.selected_epoch,
                "test": score_test(on_devices(model), train, test, ks=config.eval.ks)}
     if writer:

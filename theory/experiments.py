@@ -23,7 +23,7 @@ import numpy as np
 
 from convae_jax.train import validated_epochs
 from theory import bounds as bounds_lib
-from theory import pacbayes_report, plots, rates, reporting
+from theory import compress_report, pacbayes_report, plots, rates, reporting
 from theory.certificate import CERT_SMOOTHING, certify
 from theory.estimators import (
     GlobalPopularity,
@@ -38,7 +38,7 @@ from theory.recovery import population_log_loss, recovery_distances
 from theory.synthetic import conditional_entropy, draw_samples, make_truth
 
 ESTIMATORS = ("model", "per_user_empirical", "global_popularity") + tuple(f"low_rank_{r}" for r in RANKS)
-EXPERIMENTS = ("certify", "bounds", "pacbayes")
+EXPERIMENTS = ("certify", "bounds", "pacbayes", "compress")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +71,9 @@ PRESETS = {
     # the bounds check's split-mode model; N = 2·10⁴ … 1.8·10⁵, the acceptance's sizes (theory/pacbayes_run.py)
     ("pacbayes", "full"): Preset("full", {}, (20_000, 60_000, 180_000), (0, 1)),
     ("pacbayes", "quick"): Preset("quick", QUICK_TRUTH, (1_600, 6_400), (0,), QUICK_OVERRIDES),
+    # the same model and sizes; the grid of subspaces and levels is theory/compress_run.py's GRIDS
+    ("compress", "full"): Preset("full", {}, (20_000, 60_000, 180_000), (0, 1)),
+    ("compress", "quick"): Preset("quick", QUICK_TRUTH, (1_600, 6_400), (0,), QUICK_OVERRIDES),
 }
 
 
@@ -271,17 +274,21 @@ def run_theory(experiment: str, *, quick: bool = False, out_dir: str | Path | No
 
 
 def _runner(experiment: str):
-    """The function that runs `experiment`; the PAC-Bayes one is imported here, since it builds
-    on this module's presets and configs."""
+    """The function that runs `experiment`; the PAC-Bayes and compression ones are imported here,
+    since they build on this module's presets and configs."""
     if experiment == "pacbayes":
         from theory.pacbayes_run import run_pacbayes
         return run_pacbayes
+    if experiment == "compress":
+        from theory.compress_run import run_compress
+        return run_compress
     return run_certify if experiment == "certify" else run_bounds
 
 
 REPORTS = {"certify": (reporting.certify_markdown, plots.certify_plot),
            "bounds": (reporting.bounds_markdown, plots.bounds_plot),
-           "pacbayes": (pacbayes_report.markdown, pacbayes_report.plot)}  # experiment -> (markdown, plot) writers
+           "pacbayes": (pacbayes_report.markdown, pacbayes_report.plot),
+           "compress": (compress_report.markdown, compress_report.plot)}  # experiment -> (markdown, plot) writers
 
 
 def write_report(experiment: str, out_dir) -> None:
