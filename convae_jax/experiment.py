@@ -134,9 +134,9 @@ def resume_run(workdir, *, mesh_overrides=()) -> dict:
     """Continues an interrupted `train_and_evaluate` in `workdir` from its newest readable
     checkpoint, with the config and data recorded in its run.json. On CPU the outcome is
     bit-for-bit that of an uninterrupted run; a finished run is re-evaluated only.
-    `mesh_overrides` (`mesh.FIELD=VALUE`) continue it on another mesh: checkpoints hold every
-    array whole, in the shapes of one device, so any mesh restores them; later batches are cut for
-    the new data axis, so the run goes on as a valid but not bit-identical continuation."""
+    `mesh_overrides` (`mesh.FIELD=VALUE`) continue it on another mesh: checkpoints restore onto
+    any mesh (`convae_jax.checkpoint`); later batches are cut for the new data axis, so the run
+    goes on as a valid but not bit-identical continuation."""
     if any(not item.startswith("mesh.") for item in mesh_overrides):
         raise ConvaeError("a resumed run keeps its config; only its mesh may change (--set mesh.data=… mesh.model=…)")
     workdir = Path(workdir)

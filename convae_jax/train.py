@@ -327,11 +327,12 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
     progress = _Progress()
     if checkpoint_dir is not None:
         fingerprint = data_fingerprint(train, validation, *(() if inputs is None else (inputs,)))
-        checkpoints = CheckpointDir(checkpoint_dir, config=config, fingerprint=fingerprint)
+        checkpoints = CheckpointDir(checkpoint_dir, config=config, fingerprint=fingerprint, columns=matrix.n_cols)
         if not resume and checkpoints.complete():
             raise CheckpointError(f"{checkpoint_dir} already holds checkpoints; resume the run or use a new directory")
         template = host_state_shapes(model=model, tx=tx)
-        found = checkpoints.latest({"state": template, "best": template.params}) if resume else None
+        targets = {"state": layout.abstract(template), "best": layout.abstract(template.params)}
+        found = checkpoints.latest(targets) if resume else None
         if found is not None:
             state, progress = _restore(found, layout, shuffle_rng, tc.seed)
 
@@ -350,7 +351,7 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
             state, loss = step(state, batch)
             batch_losses.append(loss)
         saving = checkpoints is not None and (epoch % tc.checkpoint_every == 0 or epoch == tc.max_epochs)
-        # The whole state comes to the host only when it is checkpointed anyway.
+        # The whole state comes to the host, for the divergence guard, only when it is checkpointed.
         host = layout.to_host(state if saving else TrainState(state.params, None, None))
         batch_losses = np.asarray(jax.device_get(batch_losses))
         params = layout.to_host(evaluated_weights(state, config)) if tc.weight_average else host.params
@@ -385,9 +386,8 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
             if not saving:  # early-stopped between checkpoints: fetch and check the whole state now
                 host = layout.to_host(state)
                 _guard_divergence(batch_losses, host, epoch=epoch, first_step=first_step, checkpoints=checkpoints)
-            if is_writer():
-                checkpoints.save(epoch, {"state": host, "best": progress.best_params},
-                                 progress.to_json(shuffle_rng, tc.seed))
+            checkpoints.save(epoch, {"state": state, "best": progress.best_params},
+                             progress.to_json(shuffle_rng, tc.seed))
     bar.close()
     if progress.best_params is None:
         raise ConvaeError(f"no epoch produced a finite validation {tc.select_metric}")
@@ -457,17 +457,17 @@ class _Progress:
 
 
 def _restore(found, layout: Layout, shuffle_rng: np.random.Generator, seed: int) -> tuple[TrainState, _Progress]:
-    """Train state (placed on the mesh) and loop progress from a checkpoint; the shuffling
-    generator is reset in place."""
+    """Train state (restored onto the mesh, `Layout.abstract`) and loop progress from a checkpoint;
+    the shuffling generator is reset in place."""
     loop = found.loop
     if loop["root_key"] != root_key_data(seed):
         raise CheckpointError(f"{found.path}: written with another root PRNG key")
     shuffle_rng.bit_generator.state = loop["shuffle_rng"]
-    restored = layout.place(found.trees["state"])
+    best = found.trees.get("best")
     progress = _Progress(epoch=found.epoch, history=[EpochRecord(**r) for r in loop["history"]],
-                         best_params=found.trees.get("best"), best_score=float(loop["best_score"]),
+                         best_params=None if best is None else layout.to_host(best), best_score=float(loop["best_score"]),
                          since_best=int(loop["since_best"]), finished=bool(loop["finished"]))
-    return TrainState(*restored), progress
+    return TrainState(*found.trees["state"]), progress
 
 
 def _guard_divergence(batch_losses: np.ndarray, host_state, *, epoch: int, first_step: int, checkpoints) -> None:
