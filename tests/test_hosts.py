@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -119,7 +120,10 @@ def test_two_processes_train_as_one_and_survive_a_lost_process(tmp_path):
             kill(running)
         error = (logs / f"{1 - victim}.err").read_text()
         assert code != 0 and stopped_after < 120, error[-3000:]
-        assert f"convae: error: process {victim} was lost" in error, error[-3000:]
+        # Our one line when the survivor's next collective fails; JAX's own fatal error, naming the
+        # task, when the coordinator misses the lost one's heartbeats first (a kill mid-collective).
+        assert (f"convae: error: process {victim} was lost" in error
+                or re.search(rf"stopped sending heartbeats\):\s*{victim}\s", error)), error[-3000:]
     run_cluster(["train", "--resume", str(run)], processes=2, devices=2, logs=tmp_path / "logs-resumed")
     resumed = read_run(run)
     assert [r["train_loss"] for r in resumed["history"]] == [r["train_loss"] for r in two["history"]]
