@@ -165,10 +165,11 @@ def test_command_line_quick_run_writes_json_table_and_plot(tmp_path, capsys):
     rc = accuracy_cli.main(argv)
     assert rc == 0
     doc = json.loads((tmp_path / "coat.json").read_text())
-    table = doc["tables"]["explicit/fixed"]
+    table = doc["tables"]["explicit/random-exposure"]
     assert set(table) == {"item-mean", "user+item-biases"}
     for record in table.values():
         assert record["summary"]["rmse"]["n"] == 1
+        assert 0.55 < record["summary"]["user_auc/expected_rating"]["mean"] < 0.9  # better than chance, short of perfect
         assert 0.8 < record["summary"]["rmse"]["mean"] < 1.6  # Coat's random-exposure ratings, 1..5 stars
         assert sum(r["selected"] for r in record["runs"]) == 1
         assert record["environment"]["command"] == shlex.join(["python", "-m", "benchmarks.accuracy", *argv])
