@@ -38,7 +38,8 @@ def random_exposure_protocol(model, test: Interactions, *, liked_at_least: float
     then, per user over the test items they were shown, how well the model tells the items they
     liked (rating >= `liked_at_least`) from the others: the AUC of liked against not liked
     (`metrics.per_user_auc`) and precision@K of liked (`metrics.per_user_precision_at_k`), each
-    ranked by the expected rating (`…/expected_rating`) and, for models with a rating
+    ranked by the expected rating (`…/expected_rating`; a model's own point prediction where it
+    has one, `predict_ratings`, which also gives RMSE and MAE) and, for models with a rating
     distribution, by P(rating >= `liked_at_least`) (`…/p_liked`). Means over the users that have
     the metric (AUC: at least one liked and one not liked item; precision: one liked item).
 
@@ -47,16 +48,16 @@ def random_exposure_protocol(model, test: Interactions, *, liked_at_least: float
     self-selected test pairs is."""
     values = np.asarray(test.channel_values, np.float64)
     liked = test.ratings >= liked_at_least
+    result, rankings = {"n": test.nnz}, {}
     if hasattr(model, "rating_log_probs"):
         log_probs = np.asarray(model.rating_log_probs(test.user, test.item), np.float64)
         result = metrics.rating_metrics(log_probs, test.channel, values)
         rankings = {"expected_rating": np.exp(log_probs) @ values,
                     "p_liked": p_rating_at_least(log_probs, values, liked_at_least)}
-    else:
-        predicted = np.asarray(model.predict_ratings(test.user, test.item), np.float64)
-        result = {"rmse": metrics.rmse(predicted, test.ratings), "mae": metrics.mae(predicted, test.ratings),
-                  "n": test.nnz}
-        rankings = {"expected_rating": predicted}
+    if hasattr(model, "predict_ratings"):  # a model's own point prediction is its rating (MF: r̂, not its Gaussian's mean)
+        rankings["expected_rating"] = np.asarray(model.predict_ratings(test.user, test.item), np.float64)
+        result |= {"rmse": metrics.rmse(rankings["expected_rating"], test.ratings),
+                   "mae": metrics.mae(rankings["expected_rating"], test.ratings)}
     for name, scores in rankings.items():
         auc_users, auc = metrics.per_user_auc(test.user, scores, liked)
         precision_users, precision = metrics.per_user_precision_at_k(test.user, scores, liked, k)
