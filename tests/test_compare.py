@@ -79,7 +79,8 @@ def test_every_conv4rec_grid_point_builds_a_valid_config():
     """A misspelt preset or override would only fail hours into a real comparison."""
     all_grids = [grids.CONV4REC_EXPLICIT_GRID, grids.CONV4REC_RATINGS_GRID, grids.CONV4REC_USER_ROWS_GRID,
                  grids.CONV4REC_USER_ROWS_MAP_GRID, grids.CONV4REC_CLICKS_GRID, grids.CONV4REC_USER_ROWS_CLICKS_GRID,
-                 grids.CONV4REC_ORDINAL_GRID]
+                 grids.CONV4REC_ORDINAL_GRID, grids.CONV4REC_DEFAULT_POINT, grids.CONV4REC_CANDIDATE_DEFAULT,
+                 grids.CONV4REC_INVERSE_PROPENSITY_GRID, grids.CONV4REC_ORDINAL_INVERSE_PROPENSITY_GRID]
     for grid in all_grids:
         configs = [presets.conv4rec_config(p["preset"], p.get("overrides", ()), seed=2) for p in grid]
         assert all(c.train.seed == 2 and not c.train.progress for c in configs)
@@ -111,10 +112,11 @@ def test_implicit_conv4rec_grids_start_at_the_point_reported_alone_before():
 
 def test_every_entrant_of_the_full_comparison_keeps_the_budget():
     """The budget rule of docs/results.md: every model, ours and the peers', gets one to three grid points."""
-    everyone = entrants.explicit_entrants(quick=False) + entrants.implicit_entrants(quick=False)
+    everyone = (entrants.explicit_entrants(quick=False) + entrants.explicit_entrants(quick=False, random_exposure=True)
+                + entrants.implicit_entrants(quick=False))
     sizes = {e.name: len(e.grid) for e in everyone}
     assert {"conv4rec", "I-AutoRec", "EASE", "conv4rec user rows (ratings)", "conv4rec user rows (clicks)",
-            "conv4rec (ordinal head)"} <= set(sizes)
+            "conv4rec (ordinal head)", "IPS-MF", "conv4rec (inverse propensity)"} <= set(sizes)
     assert all(1 <= size <= 3 for size in sizes.values()), sizes
 
 

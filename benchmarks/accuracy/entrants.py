@@ -137,9 +137,10 @@ def _cornac_mf(train: Interactions, point: dict, seed: int):
 
 
 def explicit_entrants(*, quick: bool, random_exposure: bool = False) -> list[Entrant]:
-    """Rating models, each with a grid of at most three points (one in quick mode). With
-    `random_exposure`, also the models of that setting: biased MF, IPS-weighted MF, Conv4Rec's
-    default config and Conv4Rec with its exposure-corrected rating term (`grids`)."""
+    """Rating models, each with a grid of at most three points (one in quick mode): the peers,
+    Conv4Rec's grids, its default config and a candidate for one default (one point each, the same
+    on every dataset). With `random_exposure`, also the models of that setting: biased MF,
+    IPS-weighted MF and Conv4Rec with its exposure-corrected rating term (`grids`)."""
     def grid(points):
         return tuple(points[:1]) if quick else tuple(points)
 
@@ -152,13 +153,15 @@ def explicit_entrants(*, quick: bool, random_exposure: bool = False) -> list[Ent
                 _run_conv4rec_explicit, "ours"),
         Entrant("conv4rec (ordinal head)", grids.QUICK_ORDINAL if quick else tuple(grids.CONV4REC_ORDINAL_GRID),
                 _run_conv4rec_explicit, "ours"),
+        Entrant("conv4rec (default config)", grids.QUICK_ITEM_ROWS if quick else grids.CONV4REC_DEFAULT_POINT,
+                _run_conv4rec_explicit, "ours"),
+        Entrant("conv4rec (candidate default)", grids.QUICK_ORDINAL if quick else grids.CONV4REC_CANDIDATE_DEFAULT,
+                _run_conv4rec_explicit, "ours"),
     ]
     if random_exposure:
         entrants[2:2] = [Entrant("biased-MF", grid(grids.MF_GRID), _run_mf(inverse_propensity=False), "ours"),
                          Entrant("IPS-MF", grid(grids.MF_GRID), _run_mf(inverse_propensity=True), "ours")]
         entrants += [
-            Entrant("conv4rec (default config)", grids.QUICK_ITEM_ROWS if quick else grids.CONV4REC_DEFAULT_POINT,
-                    _run_conv4rec_explicit, "ours"),
             Entrant("conv4rec (inverse propensity)", grids.QUICK_INVERSE_PROPENSITY if quick
                     else tuple(grids.CONV4REC_INVERSE_PROPENSITY_GRID), _run_conv4rec_explicit, "ours"),
             Entrant("conv4rec (ordinal head, inverse propensity)", grids.QUICK_ORDINAL_INVERSE_PROPENSITY if quick

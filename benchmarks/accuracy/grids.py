@@ -43,6 +43,11 @@ CONV4REC_ORDINAL_GRID = [{"preset": point["preset"], "overrides": point["overrid
 # speaks of), and the explicit grids with the exposure-corrected rating term (docs/model.md,
 # "Exposure-corrected rating term") at its default floor.
 CONV4REC_DEFAULT_POINT = ({"preset": "default"},)
+# A candidate for one default on every regime (docs/results.md, "One default"): the default with the
+# ordinal head and the two overrides every explicit grid point carries (row offsets, the weights'
+# moving average), the ordinal grid's best rows on u1, 90/10, ML-latest-small and Coat.
+CONV4REC_CANDIDATE_DEFAULT = ({"preset": "default", "overrides": (
+    "model.rating_head='ordinal'", "model.row_offsets=True", "train.weight_average=0.995")},)
 INVERSE_PROPENSITY = "model.rating_propensity='inverse'"
 CONV4REC_INVERSE_PROPENSITY_GRID = [{"preset": point["preset"], "overrides": point["overrides"] + (INVERSE_PROPENSITY,)}
                                     for point in CONV4REC_EXPLICIT_GRID]
