@@ -80,6 +80,7 @@ def test_every_conv4rec_grid_point_builds_a_valid_config():
     all_grids = [grids.CONV4REC_EXPLICIT_GRID, grids.CONV4REC_RATINGS_GRID, grids.CONV4REC_USER_ROWS_GRID,
                  grids.CONV4REC_USER_ROWS_MAP_GRID, grids.CONV4REC_CLICKS_GRID, grids.CONV4REC_USER_ROWS_CLICKS_GRID,
                  grids.CONV4REC_ORDINAL_GRID, grids.CONV4REC_DEFAULT_POINT, grids.CONV4REC_CANDIDATE_DEFAULT,
+                 grids.CONV4REC_CANDIDATE_DEFAULT_INVERSE_PROPENSITY,
                  grids.CONV4REC_INVERSE_PROPENSITY_GRID, grids.CONV4REC_ORDINAL_INVERSE_PROPENSITY_GRID]
     for grid in all_grids:
         configs = [presets.conv4rec_config(p["preset"], p.get("overrides", ()), seed=2) for p in grid]

