@@ -157,7 +157,7 @@ def explicit_entrants(*, quick: bool, random_exposure: bool = False) -> list[Ent
                 _run_conv4rec_explicit, "ours"),
         Entrant("conv4rec (candidate default)", grids.QUICK_ORDINAL if quick else grids.CONV4REC_CANDIDATE_DEFAULT,
                 _run_conv4rec_explicit, "ours"),
-        Entrant("conv4rec (candidate default, inverse propensity)", grids.QUICK_ORDINAL_INVERSE_PROPENSITY if quick
+        Entrant("conv4rec (candidate default + inverse propensity)", grids.QUICK_ORDINAL_INVERSE_PROPENSITY if quick
                 else grids.CONV4REC_CANDIDATE_DEFAULT_INVERSE_PROPENSITY, _run_conv4rec_explicit, "ours"),
     ]
     if random_exposure:
@@ -166,7 +166,7 @@ def explicit_entrants(*, quick: bool, random_exposure: bool = False) -> list[Ent
         entrants += [
             Entrant("conv4rec (inverse propensity)", grids.QUICK_INVERSE_PROPENSITY if quick
                     else tuple(grids.CONV4REC_INVERSE_PROPENSITY_GRID), _run_conv4rec_explicit, "ours"),
-            Entrant("conv4rec (ordinal head, inverse propensity)", grids.QUICK_ORDINAL_INVERSE_PROPENSITY if quick
+            Entrant("conv4rec (ordinal head + inverse propensity)", grids.QUICK_ORDINAL_INVERSE_PROPENSITY if quick
                     else tuple(grids.CONV4REC_ORDINAL_INVERSE_PROPENSITY_GRID), _run_conv4rec_explicit, "ours")]
     if has_cornac():
         entrants.insert(2, Entrant("cornac-MF", grid(grids.CORNAC_MF_GRID), _closed_form(_cornac_mf),
