@@ -11,7 +11,9 @@ from pathlib import Path
 
 from convae_jax import config as config_lib
 from convae_jax.data.loaders import DATASETS
+from convae_jax.data.prepared import ROWS_PER_GROUP
 from convae_jax.data.table import RatingsTable
+from convae_jax.distributed import Cluster, is_writer, lost_process_message
 from convae_jax.errors import ConvaeError
 
 PRESETS = {"default": config_lib.default, "testing": config_lib.testing}
@@ -65,23 +67,50 @@ def _default_workdir() -> Path:
 
 
 def _cmd_train(args) -> int:
+    cluster = Cluster.from_flags_or_env(args.coordinator, args.num_processes, args.process_id)
+    if cluster is not None:
+        cluster.initialize()  # before any JAX computation
     from convae_jax.experiment import LEARNING_CURVE, resume_run, train_and_evaluate
 
     table = table_from(args)
     if args.resume is not None:
-        if args.workdir or args.overrides or args.data_dir or args.dataset or table:
+        if args.workdir or args.overrides or args.data_dir or args.dataset or table or args.prepared:
             raise ConvaeError("--resume continues a run with its own config and data; drop --workdir, --set, "
-                              "--dataset, --data-dir and --ratings")
+                              "--dataset, --data-dir, --ratings and --prepared")
         workdir, metrics = args.resume, resume_run(args.resume)
     else:
-        if table is not None and (args.dataset or args.data_dir):
-            raise ConvaeError("--ratings names the data: drop --dataset and --data-dir")
+        for flag, given in (("--ratings", table is not None), ("--prepared", args.prepared is not None)):
+            if given and (args.dataset or args.data_dir):
+                raise ConvaeError(f"{flag} names the data: drop --dataset and --data-dir")
+        if table is not None and args.prepared is not None:
+            raise ConvaeError("--prepared names the data: drop --ratings")
         workdir = args.workdir or _default_workdir()
         metrics = train_and_evaluate(config_from(args), workdir, dataset=args.dataset or "synthetic",
-                                     data_dir=args.data_dir, table=table)
-    print(f"run directory: {workdir}")
-    print(f"learning curve: {Path(workdir) / LEARNING_CURVE}")
-    print(json.dumps(metrics, indent=2))
+                                     data_dir=args.data_dir, table=table, prepared=args.prepared)
+    if is_writer():
+        print(f"run directory: {workdir}")
+        print(f"learning curve: {Path(workdir) / LEARNING_CURVE}")
+        print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _cmd_prepare(args) -> int:
+    from convae_jax.data.prepared import prepare_dataset, prepare_table
+
+    table = table_from(args)
+    if (table is None) == (args.dataset is None):
+        raise ConvaeError("name the data: --dataset NAME --data-dir DIR, or --ratings FILE --columns ...")
+    if table is not None and args.data_dir:
+        raise ConvaeError("--ratings names the data: drop --data-dir")
+    if args.dataset is not None and args.data_dir is None:
+        raise ConvaeError(f"--dataset {args.dataset} needs --data-dir DIR")
+    options = {"orientation": args.orientation, "rows_per_group": args.rows_per_group}
+    layout = (prepare_table(table, args.out, **options) if table is not None
+              else prepare_dataset(args.dataset, args.data_dir, args.out, **options))
+    print(json.dumps({"layout": str(layout.path), "orientation": layout.orientation, "n_users": layout.n_users,
+                      "n_items": layout.n_items, "fingerprint": layout.fingerprint,
+                      "parts": {name: {key: info[key] for key in ("nnz", "records")} | {"row_groups": len(info["group_rows"])}
+                                for name, info in layout.parts.items()}}, indent=2))
     return 0
 
 
@@ -137,11 +166,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", choices=("synthetic",) + DATASETS, help="a named dataset (default: synthetic)")
     train.add_argument("--data-dir", type=Path, help="directory holding the dataset's files")
     train.add_argument("--workdir", type=Path, help="run directory (default: runs/<timestamp>)")
+    train.add_argument("--prepared", type=Path, metavar="LAYOUT",
+                       help="a layout from `convae prepare`: each process reads only its own row groups")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR",
                        help="continue an interrupted run from its last checkpoint, with its own config and data")
     add_table_flags(train)
     add_config_flags(train)
+    hosts = train.add_argument_group("several hosts (one process per host; or the CONVAE_COORDINATOR, "
+                                     "CONVAE_NUM_PROCESSES and CONVAE_PROCESS_ID environment variables)")
+    hosts.add_argument("--coordinator", metavar="HOST:PORT", help="where process 0 serves the coordinator")
+    hosts.add_argument("--num-processes", type=int, help="how many processes take part")
+    hosts.add_argument("--process-id", type=int, help="this process's index, 0..num-processes-1")
     train.set_defaults(run=_cmd_train)
+
+    prepare = sub.add_parser("prepare", help="convert a ratings table into Parquet row groups that each process "
+                                              "of a several-host run reads its share of")
+    prepare.add_argument("--dataset", choices=DATASETS, help="a named dataset")
+    prepare.add_argument("--data-dir", type=Path, help="directory holding the dataset's files")
+    prepare.add_argument("--out", type=Path, required=True, help="the layout's directory (must not exist)")
+    prepare.add_argument("--orientation", choices=("user", "item"), default=config_lib.ModelConfig().orientation,
+                         help="what a row is, as model.orientation (default: %(default)s)")
+    prepare.add_argument("--rows-per-group", type=int, default=ROWS_PER_GROUP,
+                         help="rows per Parquet row group, the unit each process reads (default: %(default)s)")
+    add_table_flags(prepare)
+    prepare.set_defaults(run=_cmd_prepare)
 
     evaluate = sub.add_parser("evaluate", help="re-score a saved run on its test split")
     evaluate.add_argument("--workdir", type=Path, required=True)
@@ -190,6 +238,13 @@ def main(argv=None) -> int:
     except ConvaeError as err:
         print(f"convae: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:  # JAX's runtime errors; with several processes, a lost peer
+        message = lost_process_message(err)
+        if message is None:
+            raise
+        print(f"convae: error: {message}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(3)  # not the interpreter's exit: JAX's shutdown barrier would wait for the lost process
     except BrokenPipeError:  # the reader went away (`convae recommend … | head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
         return 0

@@ -89,7 +89,7 @@ class EvalConfig:
 class MeshConfig:
     """The device mesh of training and scoring (README, "Several devices"): rows over `data`, columns over `model`."""
 
-    data: int = 0  # devices that split each batch's rows; 0: every local device not used by `model` (jax.local_device_count() // model)
+    data: int = 0  # devices that split each batch's rows; 0: every device not used by `model` (jax.device_count() // model; all processes' devices)
     model: int = 1  # devices that split the catalogue's columns (and every column-indexed parameter with its Adam state); >= 1
 
 

@@ -12,14 +12,18 @@ from convae_jax.checkpoint import list_checkpoints
 from convae_jax.config import Config
 from convae_jax.data.interactions import Interactions
 from convae_jax.data.loaders import load_dataset
-from convae_jax.data.splits import holdout_interactions
+from convae_jax.data.per_process import PreparedTraining
+from convae_jax.data.prepared import PreparedLayout
+from convae_jax.data.splits import hashed_part, holdout_interactions
 from convae_jax.data.synthetic import SyntheticTruth
 from convae_jax.data.table import RatingsTable
+from convae_jax.distributed import is_writer
 from convae_jax.errors import CheckpointError, ConvaeError
 from convae_jax.evaluate import explicit_protocol, ranking_protocol
 from convae_jax.explain import explain_scores
 from convae_jax.io import atomic_write, load_model, save_model
 from convae_jax.learning_curve import plot_learning_curve
+from convae_jax.mesh_scoring import on_devices
 from convae_jax.predict import FittedModel
 from convae_jax.rank import ranking_scores, seen_mask, top_k
 from convae_jax.train import fit
@@ -53,8 +57,31 @@ def load_split(dataset: str, data_dir, config: Config, *, table: RatingsTable | 
     return holdout_interactions(data, fraction=config.eval.test_fraction, seed=config.eval.split_seed)
 
 
+def prepared_split(path, config: Config) -> tuple[Interactions, Interactions, Interactions, PreparedTraining]:
+    """(train, validation, test, what `fit` reads) of a prepared layout (`convae prepare`): its
+    "test" part where it has one, else `eval.test_fraction` of its pairs; `train.validation_fraction`
+    of the rest for validation; both held out by a seeded hash of the pair (`splits.hashed_part`),
+    which each process applies to its own rows as it reads them."""
+    layout = PreparedLayout.open(path)
+    layout.require(orientation=config.model.orientation)
+    data = layout.interactions("train")
+    has_test = "test" in layout.parts
+    fractions = (config.train.validation_fraction,) if has_test else (config.train.validation_fraction,
+                                                                       config.eval.test_fraction)
+    seed = config.eval.split_seed
+
+    def part_of(rows, cols):
+        return hashed_part(rows, cols, fractions=fractions, seed=seed)
+
+    rows, cols = (data.user, data.item) if config.model.orientation == "user" else (data.item, data.user)
+    part = part_of(rows, cols)
+    test = layout.interactions("test") if has_test else data.subset(part == 1)
+    keep = lambda r, c: part_of(r, c) == len(fractions)
+    return data.subset(part == len(fractions)), data.subset(part == 0), test, PreparedTraining(layout, keep)
+
+
 def train_and_evaluate(config: Config, workdir, *, dataset: str = SYNTHETIC, data_dir=None,
-                       table: RatingsTable | None = None, resume: bool = False) -> dict:
+                       table: RatingsTable | None = None, resume: bool = False, prepared=None) -> dict:
     """Trains on the training split, evaluates on the test split (explicit protocol: ratings and
     top-K of held-out items), and writes run.json, checkpoints/ (one per epoch), history.json,
     LEARNING_CURVE, metrics.json and model/, each file atomically. The data is read and checked
@@ -63,25 +90,34 @@ def train_and_evaluate(config: Config, workdir, *, dataset: str = SYNTHETIC, dat
     workdir = Path(workdir)
     if not resume and list_checkpoints(workdir / "checkpoints"):
         raise CheckpointError(f"{workdir} already holds a run; continue it with --resume {workdir} or use a new workdir")
-    train, test = load_split(dataset, data_dir, config, table=table)
+    validation = reader = None
+    if prepared is not None:
+        train, validation, test, reader = prepared_split(prepared, config)
+        dataset = f"prepared layout {Path(prepared).name}"
+    else:
+        train, test = load_split(dataset, data_dir, config, table=table)
     if train.n_channels == 1:
         config = config.override([f"train.select_metric={IMPLICIT_SELECT_METRIC!r}"])
     dataset = table.name if table is not None else dataset
     workdir.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    writer = is_writer()  # with several processes, process 0 writes the run's files
+    if not resume and writer:
         # Paths are stored absolute so that `resume_run` and `evaluate_run` work from any directory.
         run = {"dataset": dataset, "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
-               "table": None if table is None else table.to_record(), "config": config.to_dict()}
+               "table": None if table is None else table.to_record(), "config": config.to_dict(),
+               "prepared": None if prepared is None else str(Path(prepared).resolve())}
         _write_json(workdir / "run.json", run)
     scorer = _ranking_validation if train.n_channels == 1 else None
-    model = fit(train, config, checkpoint_dir=workdir / "checkpoints", resume=resume, validation_metrics=scorer)
-    save_model(model, workdir / "model")
-    _write_json(workdir / "history.json", [dataclasses.asdict(r) for r in model.history])
-    plot_learning_curve(model.history, select_metric=config.train.select_metric, selected_epoch=model.selected_epoch,
-                        path=workdir / LEARNING_CURVE)
+    model = fit(train, config, validation=validation, checkpoint_dir=workdir / "checkpoints", resume=resume,
+                validation_metrics=scorer, prepared=reader)
     metrics = {"dataset": dataset, "selected_epoch": model.selected_epoch,
-               "test": score_test(model, train, test, ks=config.eval.ks)}
-    _write_json(workdir / "metrics.json", metrics)
+               "test": score_test(on_devices(model), train, test, ks=config.eval.ks)}
+    if writer:
+        save_model(model, workdir / "model")
+        _write_json(workdir / "history.json", [dataclasses.asdict(r) for r in model.history])
+        plot_learning_curve(model.history, select_metric=config.train.select_metric, selected_epoch=model.selected_epoch,
+                            path=workdir / LEARNING_CURVE)
+        _write_json(workdir / "metrics.json", metrics)
     return metrics
 
 
@@ -104,14 +140,14 @@ def resume_run(workdir) -> dict:
     except (KeyError, TypeError) as err:
         raise ConvaeError(f"{workdir / 'run.json'}: incomplete run record ({err})") from None
     return train_and_evaluate(config, workdir, dataset=dataset, data_dir=data_dir, table=_run_table(workdir, run),
-                              resume=True)
+                              resume=True, prepared=run.get("prepared"))
 
 
 def evaluate_run(workdir, *, dataset: str | None = None, data_dir=None) -> dict:
     """Re-scores a saved run on its test split (or on another dataset's) into evaluation.json."""
     workdir = Path(workdir)
     run = _read_run(workdir)
-    model = load_model(workdir / "model")
+    model = on_devices(load_model(workdir / "model"))
     table = None if dataset else _run_table(workdir, run)
     dataset = dataset or run["dataset"]
     train, test = load_split(dataset, data_dir or run["data_dir"], model.config, table=table)
@@ -123,7 +159,7 @@ def evaluate_run(workdir, *, dataset: str | None = None, data_dir=None) -> dict:
 def recommend(workdir, *, user, mode: str = "consume", k: int = 10, gem_quantile: float = 0.5,
               gem_tilt: float = 0.0) -> list[dict]:
     """Top-k unseen items for a raw user id, each with the numbers that explain its place."""
-    model = load_model(Path(workdir) / "model")
+    model = on_devices(load_model(Path(workdir) / "model"))
     return recommend_for(model, model.train.user_index(user), mode=mode, k=k, gem_quantile=gem_quantile,
                          gem_tilt=gem_tilt)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from convae_jax.io import load_model
+from convae_jax.mesh_scoring import on_devices
 from convae_jax.predict import FittedModel
 from convae_jax.rank import consume_percentile, p_rating_at_least, seen_mask
 
@@ -80,7 +81,7 @@ def explain(model: FittedModel, user: int, item: int) -> ItemExplanation:
 
 def explain_run(workdir, *, user, item, png=None) -> ItemExplanation:
     """`explain` for raw user and item ids of a saved run; writes the bar chart to `png` if given."""
-    model = load_model(Path(workdir) / "model")
+    model = on_devices(load_model(Path(workdir) / "model"))
     explanation = explain(model, model.train.user_index(user), model.train.item_index(item))
     if png is not None:
         plot_explanation(explanation, png)

@@ -50,7 +50,7 @@ class FittedModel:
         self.matrix = RowMatrix.from_interactions(self.train, orientation=self.orientation)
         self.module = build_model(self.config.model, n_cols=self.matrix.n_cols, n_channels=self.train.n_channels)
         self.params = jax.tree_util.tree_map(jnp.asarray, self.params)
-        self._kernels = _Kernels.of(self.module)
+        self._kernels = ScoringKernels.of(self.module)
 
     # --- per-pair rating distributions -----------------------------------------------------------
 
@@ -80,11 +80,9 @@ class FittedModel:
             chunk = users[start:start + batch]
             padded = padded_index(chunk, batch)
             if self.orientation == "user":
-                log_c, log_r = self._kernels.user_row_scores(self.params, self.row_codes[padded])
+                log_c, log_r = self.scores_of_codes(self.row_codes[padded])
             else:
-                columns = _column_params(self.module, self.params, padded)
-                log_c, log_r = self._kernels.item_row_scores(self.params, self.row_codes, self.row_log_z,
-                                                             self.log_item_prior, columns)
+                log_c, log_r = self.scores_of_columns(_column_params(self.module, self.params, padded))
             yield UserScores(chunk, np.asarray(log_c)[: chunk.size], np.asarray(log_r)[: chunk.size])
 
     def consumption_scores(self, users, *, batch: int | None = None):
@@ -109,6 +107,26 @@ class FittedModel:
             raise ConvaeError(f"fold-in code_prior={code_prior}: it must be >= 0, and it refines a new user's code, "
                               "which only user rows have")
         return FoldedUsers(self, history, steps, learning_rate, code_prior)
+
+    # --- what scoring and fold-in build on (`MeshScorer` answers the same on a device mesh) -------
+
+    def codes_of(self, rows: Interactions) -> jnp.ndarray:
+        """User rows: the codes (users, d) of the users of `rows` (numbered 0..users−1), read from their entries."""
+        return encode_rows(self._kernels, self.params, RowMatrix.from_interactions(rows, orientation="user"),
+                           self.config.eval.eval_rows)
+
+    def scores_of_codes(self, codes):
+        """User rows: (log P(i | u) (b, n_items), log P(c | u, i) (b, n_items, C)) of users given by their codes (b, d)."""
+        return self._kernels.user_row_scores(self.params, codes)
+
+    def scores_of_columns(self, columns):
+        """Item rows: the same of users given by their column parameters (`Conv4Rec.column_parameters`, b first)."""
+        return self._kernels.item_row_scores(self.params, self.row_codes, self.row_log_z, self.log_item_prior, columns)
+
+    @functools.cached_property
+    def mean_column(self) -> tuple:
+        """The training columns' mean parameters, where item-row fold-in starts a new user's column."""
+        return tuple(jnp.mean(p, axis=0) for p in _column_params(self.module, self.params, jnp.arange(self.matrix.n_cols)))
 
     # --- cached row quantities -------------------------------------------------------------------
 
@@ -142,9 +160,11 @@ class FittedModel:
 
 @dataclasses.dataclass(eq=False)
 class FoldedUsers:
-    """New users scored by a fitted model from their own history (see FittedModel.fold_in)."""
+    """New users scored by a fitted model from their own history (see FittedModel.fold_in); the
+    model is a `FittedModel` or a `MeshScorer`, read through `codes_of`, `scores_of_codes`,
+    `scores_of_columns` and what `fold_in_columns` reads."""
 
-    model: FittedModel
+    model: "FittedModel"
     history: Interactions
     steps: int | None
     learning_rate: float | None
@@ -159,8 +179,7 @@ class FoldedUsers:
         local = dataclasses.replace(self.history, user=np.searchsorted(self.users, self.history.user).astype(np.int32),
                                     n_users=self.users.size, user_ids=self.history.user_ids[self.users])
         if model.orientation == "user":
-            matrix = RowMatrix.from_interactions(local, orientation="user")
-            self.codes = encode_rows(model._kernels, model.params, matrix, model.config.eval.eval_rows)
+            self.codes = model.codes_of(local)
             if self.code_prior > 0:
                 self.codes = refine_codes(model, local, self.codes, prior=self.code_prior, steps=self.steps,
                                           learning_rate=self.learning_rate)
@@ -175,11 +194,9 @@ class FoldedUsers:
         for start in range(0, n, batch):
             idx = padded_index(np.arange(start, min(start + batch, n), dtype=np.int32), batch)
             if model.orientation == "user":
-                log_c, log_r = model._kernels.user_row_scores(model.params, self.codes[idx])
+                log_c, log_r = model.scores_of_codes(self.codes[idx])
             else:
-                columns = jax.tree_util.tree_map(lambda a, idx=idx: a[idx], self.columns)
-                log_c, log_r = model._kernels.item_row_scores(model.params, model.row_codes, model.row_log_z,
-                                                              model.log_item_prior, columns)
+                log_c, log_r = model.scores_of_columns(jax.tree_util.tree_map(lambda a, idx=idx: a[idx], self.columns))
             size = min(batch, n - start)
             yield UserScores(self.users[start:start + size], np.asarray(log_c)[:size], np.asarray(log_r)[:size])
 
@@ -208,12 +225,14 @@ class FoldedUsers:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class _Kernels:
+class ScoringKernels:
+    """The jitted programs of one module's scoring, shared by every model of that module (`of`)."""
+
     module: Conv4Rec
 
     @classmethod
     @functools.lru_cache(maxsize=32)
-    def of(cls, module: Conv4Rec) -> "_Kernels":
+    def of(cls, module: Conv4Rec) -> "ScoringKernels":
         return cls(module)
 
     @functools.cached_property
@@ -260,7 +279,7 @@ def _column_params(module: Conv4Rec, params, cols):
     return module.apply({"params": params}, cols, method=Conv4Rec.column_parameters)
 
 
-def encode_rows(kernels: _Kernels, params, matrix: RowMatrix, batch_rows: int) -> jnp.ndarray:
+def encode_rows(kernels: ScoringKernels, params, matrix: RowMatrix, batch_rows: int) -> jnp.ndarray:
     """Codes of every row of `matrix`, (n_rows, d), in row order."""
     budget = entry_budget(matrix.lengths, batch_rows)
     codes = []
@@ -288,7 +307,7 @@ def fold_in_columns(model: FittedModel, history: Interactions, *, steps: int | N
     item_counts = jnp.asarray(item_counts, jnp.float32)
     implicit_weight, rating_weight = model.config.model.implicit_weight, model.config.model.rating_weight
     l2 = model.config.train.l2
-    mean_column = tuple(jnp.mean(p, axis=0) for p in _column_params(module, params, jnp.arange(model.matrix.n_cols)))
+    mean_column = model.mean_column
 
     def objective(theta, x, _start):
         logits = column_logits_for_users(module, params, codes, jax.tree_util.tree_map(lambda a: a[None], theta))[0]

@@ -14,6 +14,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental.multihost_utils import process_allgather
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -100,13 +101,35 @@ class Layout:
         return jax.device_put(self.pad(tree), self.shardings(tree))
 
     def to_host(self, tree):
-        """The tree on the host as numpy arrays in today's shapes: padding columns dropped."""
-        host = jax.device_get(tree)
+        """The tree on the host as numpy arrays in today's shapes: padding columns dropped. With
+        several processes every one gets the whole tree (a collective: all of them call it)."""
+        host = process_allgather(tree, tiled=True) if jax.process_count() > 1 else jax.device_get(tree)
         if self.n_padded == self.n_cols:
             return host
         return jax.tree_util.tree_map_with_path(
             lambda path, leaf: leaf[: self.n_cols] if is_column_indexed(path, leaf) and np.shape(leaf)[:1] == (self.n_padded,)
             else leaf, host)
+
+    @property
+    def local_data_shards(self) -> list[int]:
+        """The `data` shards whose devices include this process's (all of them with one process)."""
+        me = jax.process_index()
+        return [i for i, row in enumerate(self.mesh.devices) if any(d.process_index == me for d in row)]
+
+    def put_batch(self, batch):
+        """A batch (arrays split into `data` equal parts along their first axis, as
+        `iterate_sharded_batches` cuts them) as global arrays on the mesh, from this process's parts
+        alone. With one process the batch is handed to the jitted step as it is."""
+        if jax.process_count() == 1:
+            return batch
+        mine = self.local_data_shards
+
+        def put(leaf):
+            parts = np.asarray(leaf).reshape(self.data, -1, *np.shape(leaf)[1:])
+            local = np.concatenate([parts[i] for i in mine])
+            return jax.make_array_from_process_local_data(self.batch_sharding, local, np.shape(leaf))
+
+        return jax.tree_util.tree_map(put, batch)
 
     def padded_shapes(self, init_fn):
         """Shapes and dtypes of `init_fn(key)` (a tree of today's shapes) once padded."""
@@ -148,15 +171,16 @@ def vary_over_mesh(params, layout: Layout):
 
 
 def make_layout(config: Config, *, n_cols: int, devices=None) -> Layout:
-    """The mesh of `config.mesh` over the first data × model of `devices` (default: the local
-    ones), checked against the devices, the catalogue and the batch; ConfigError names the fields."""
-    devices = jax.local_devices() if devices is None else list(devices)
+    """The mesh of `config.mesh` over the first data × model of `devices` (default: every
+    process's, in process order, so that `model` runs within a host and `data` across hosts),
+    checked against the devices, the catalogue and the batch; ConfigError names the fields."""
+    devices = jax.devices() if devices is None else list(devices)
     mc, rows = config.mesh, config.train.batch_rows
     if len(devices) % mc.model:
-        raise ConfigError(f"mesh.model={mc.model} does not divide the {len(devices)} local devices")
+        raise ConfigError(f"mesh.model={mc.model} does not divide the {len(devices)} devices")
     data = mc.data or len(devices) // mc.model
     if len(devices) % (data * mc.model):
-        raise ConfigError(f"mesh.data × mesh.model = {data}×{mc.model} does not divide the {len(devices)} local devices")
+        raise ConfigError(f"mesh.data × mesh.model = {data}×{mc.model} does not divide the {len(devices)} devices")
     if n_cols < mc.model:
         raise ConfigError(f"mesh.model={mc.model} exceeds the catalogue's {n_cols} columns "
                           f"(model.orientation={config.model.orientation!r} makes them the "

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental.multihost_utils import process_allgather
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
@@ -21,9 +22,12 @@ from convae_jax.checkpoint import CheckpointDir, data_fingerprint, root_key_data
 from convae_jax.config import Config
 from convae_jax.data.batches import RowBatch, RowMatrix, entry_budget, iterate_sharded_batches
 from convae_jax.data.interactions import Interactions
+from convae_jax.data.per_process import ProcessInput, global_batch
 from convae_jax.data.splits import holdout_interactions
+from convae_jax.distributed import agreed, is_writer
 from convae_jax.errors import CheckpointError, ConvaeError, TrainingDiverged
 from convae_jax.machine import reuse_freed_memory
+from convae_jax.mesh_scoring import MeshScorer
 from convae_jax.metrics import rating_metrics
 from convae_jax.model import Conv4Rec, build_model, init_params, weight_names
 from convae_jax.predict import FittedModel
@@ -245,7 +249,7 @@ class EpochRecord:
 def fit(train: Interactions, config: Config, *, validation: Interactions | None = None,
         inputs: Interactions | None = None, on_epoch: Callable[[EpochRecord], None] | None = None,
         validation_metrics: Callable[[FittedModel, Interactions], dict] | None = None,
-        checkpoint_dir=None, resume: bool = False, initial_params=None) -> FittedModel:
+        checkpoint_dir=None, resume: bool = False, initial_params=None, prepared=None) -> FittedModel:
     """Trains Conv4Rec on `train` and returns the model at the validation-selected epoch.
 
     `initial_params` (a parameter tree of the same model) replaces the seeded initialisation, to
@@ -257,7 +261,8 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
     remaining interactions, so its encoder never sees the validation pairs. The returned model
     reads all of `train` (validation pairs included): at prediction time a user's whole known
     history is the input. `validation_metrics(snapshot, validation) -> dict` replaces the rating
-    metrics of the validation pairs (e.g. a held-out joint NLL); it must return `select_metric`.
+    metrics of the validation pairs (e.g. a held-out joint NLL); it must return `select_metric`. On a
+    mesh that splits the catalogue (`mesh.model` > 1) the snapshot it scores is a `MeshScorer`.
 
     `inputs` separates what the encoder reads from what the loss scores: the rows' inputs are
     built from `inputs` alone and the loss scores `train` alone, and the returned model reads
@@ -280,6 +285,11 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
 
     Divergence guard: if the loss or a gradient becomes NaN or inf, `TrainingDiverged` names the
     first such step; no checkpoint is written for the failed epoch, so the last good one remains.
+
+    `prepared` (`data.per_process.PreparedTraining`: a layout whose "train" part, filtered by its
+    `keep`, holds `train`'s entries) makes every process read its training batches from its own row
+    groups alone, shuffled with the shared seed, instead of from `train` in memory; `validation`
+    must then be given (nothing is held out of the layout's rows here).
     """
     config = config.validate()
     tc = config.train
@@ -309,6 +319,12 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
     step = make_train_step(model=model, tx=tx, config=config, dropout_key=jax.random.fold_in(root, 1), layout=layout)
     shuffle_rng = np.random.default_rng(np.asarray(jax.random.key_data(jax.random.fold_in(root, 2))))
     budget = entry_budget(matrix.lengths, tc.batch_rows // layout.data)
+    if prepared is not None:
+        if validation is None or inputs is not None:
+            raise ConvaeError("training from a prepared layout needs an explicit validation set and no separate inputs")
+        prepared.layout.require(orientation=config.model.orientation)
+        reader = ProcessInput(prepared.layout, process_index=jax.process_index(), process_count=jax.process_count(),
+                              parts=layout.data, seed=tc.seed, batch_rows=tc.batch_rows, budget=budget, keep=prepared.keep)
 
     checkpoints = None
     progress = _Progress()
@@ -322,13 +338,18 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
         if found is not None:
             state, progress = _restore(found, layout, shuffle_rng, tc.seed)
 
-    bar = tqdm(total=tc.max_epochs, initial=progress.epoch, disable=not tc.progress, unit="epoch", dynamic_ncols=True)
+    bar = tqdm(total=tc.max_epochs, initial=progress.epoch, disable=not (tc.progress and is_writer()), unit="epoch",
+               dynamic_ncols=True)
     for epoch in range(progress.epoch + 1, tc.max_epochs + 1):
         if progress.finished:
             break
         start, batch_losses, first_step = time.perf_counter(), [], int(state.step)
-        for batch in iterate_sharded_batches(matrix, shuffle_rng.permutation(active_rows), batch_rows=tc.batch_rows,
-                                             budget=budget, shards=layout.data):
+        if prepared is None:
+            batches = (layout.put_batch(batch) for batch in iterate_sharded_batches(
+                matrix, shuffle_rng.permutation(active_rows), batch_rows=tc.batch_rows, budget=budget, shards=layout.data))
+        else:
+            batches = _own_row_groups(reader, layout, epoch)
+        for batch in batches:
             state, loss = step(state, batch)
             batch_losses.append(loss)
         saving = checkpoints is not None and (epoch % tc.checkpoint_every == 0 or epoch == tc.max_epochs)
@@ -340,9 +361,15 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
         train_loss = float(np.mean(batch_losses))
         seconds = time.perf_counter() - start
         validating = epoch % tc.validate_every == 0 or epoch == tc.max_epochs
-        snapshot = FittedModel(config, params, train if inputs is None else inputs)
-        scorer = validation_metrics or _validation_metrics
-        metrics = scorer(snapshot, validation) if validating and validation is not None and validation.nnz else {}
+        metrics = {}
+        if validating and validation is not None and validation.nnz:
+            reads = train if inputs is None else inputs
+            # A catalogue split over `model` is scored where it lies; otherwise, and with several
+            # processes, each process scores the whole model (gathered on its host) on one device.
+            on_mesh = layout.model > 1 and jax.process_count() == 1
+            snapshot = (MeshScorer(config, evaluated_weights(state, config), reads, layout) if on_mesh
+                        else FittedModel(config, params, reads))
+            metrics = agreed((validation_metrics or _validation_metrics)(snapshot, validation))
         record = EpochRecord(epoch, train_loss, seconds, active_rows.size / seconds, metrics)
         progress.history.append(record)
         if on_epoch is not None:
@@ -361,14 +388,25 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
             if not saving:  # early-stopped between checkpoints: fetch and check the whole state now
                 host = layout.to_host(state)
                 _guard_divergence(batch_losses, host, epoch=epoch, first_step=first_step, checkpoints=checkpoints)
-            checkpoints.save(epoch, {"state": host, "best": progress.best_params},
-                             progress.to_json(shuffle_rng, tc.seed))
+            if is_writer():
+                checkpoints.save(epoch, {"state": host, "best": progress.best_params},
+                                 progress.to_json(shuffle_rng, tc.seed))
     bar.close()
     if progress.best_params is None:
         raise ConvaeError(f"no epoch produced a finite validation {tc.select_metric}")
     fitted = FittedModel(config, progress.best_params, read, tuple(progress.history))
     warn_if_encoder_collapsed(fitted)
     return fitted
+
+
+def _own_row_groups(reader: ProcessInput, layout: Layout, epoch: int):
+    """An epoch's global batches, each process reading only its own row groups; as many steps on
+    every process (the most any process needs; the others pad)."""
+    steps = reader.local_steps(epoch)
+    if jax.process_count() > 1:
+        steps = int(np.max(process_allgather(np.asarray([steps], np.int32))))
+    for piece in reader.batches(epoch, steps=steps):
+        yield global_batch(piece, layout.batch_sharding, process_count=jax.process_count())
 
 
 def validated_epochs(train_config) -> tuple[int, ...]:

@@ -4,8 +4,9 @@ device count is fixed when JAX starts): `python tests/mesh_worker.py CHECK` prin
 `equivalence`: per config and mesh shape, the loss, its gradients and the parameters after 20 Adam
 steps on the mesh against the single-device program on the same batches, as the largest error of
 each relative to the largest magnitude of its leaf. `layout`: shard shapes on a 1×8 mesh and what
-the compiled step's HLO all-gathers. `ranking`: sharded top-100 lists (`MeshScorer`) against
-single-device ones.
+the compiled step's HLO all-gathers. `ranking user|item`: sharded scoring (`MeshScorer`) against
+the single device's. `fit DIR`: the CLI's path (training, validation, test metrics, recommend,
+explain) on a 1×8 mesh against one device.
 """
 
 from __future__ import annotations
@@ -156,33 +157,58 @@ def layout_check() -> dict:
 
 
 def fit_check(tmp: str) -> dict:
-    """`train.fit` on a 1×8 mesh (checkpoints written) against one device: the epochs' losses and
-    the returned parameters, relative to one device's."""
-    from convae_jax.train import fit
+    """A run of the CLI's path (`experiment.train_and_evaluate`, then `recommend` and
+    `explain_run` on the saved run) on a 1×8 mesh against one device: the epochs' losses and
+    validation metrics (scored on the mesh), the saved parameters, the test metrics, a
+    recommendation list and an explanation."""
+    from convae_jax.experiment import recommend, train_and_evaluate
+    from convae_jax.explain import explain_run
+    from convae_jax.io import load_model
 
-    config = config_lib.testing().override(["model.orientation=user", "train.max_epochs=2", "train.validation_fraction=0.1"])
+    # Adam at the default step (see `_setup`).
+    config = config_lib.testing().override(["model.orientation=user", "train.max_epochs=2", "train.validation_fraction=0.1",
+                                            "train.learning_rate=1e-3"])
     runs = {}
     for shape in ("1", "8"):
-        mesh = config.override(["mesh.data=1", f"mesh.model={shape}"])
-        runs[shape] = fit(tiny_data(), mesh, checkpoint_dir=os.path.join(tmp, shape))
+        workdir = os.path.join(tmp, shape)
+        metrics = train_and_evaluate(config.override(["mesh.data=1", f"mesh.model={shape}"]), workdir)
+        model = load_model(os.path.join(workdir, "model"))
+        user = model.train.user_ids[0].item()
+        with open(os.path.join(workdir, "history.json")) as f:
+            history = json.load(f)
+        runs[shape] = {"metrics": metrics["test"], "model": model, "history": history,
+                       "recommended": recommend(workdir, user=user, k=10),
+                       "explained": explain_run(workdir, user=user, item=model.train.item_ids[3].item()).summary()}
     one, mesh = runs["1"], runs["8"]
-    return {"loss": max(abs(a.train_loss - b.train_loss) / abs(b.train_loss) for a, b in zip(mesh.history, one.history)),
-            "params": _relative_error(mesh.params, one.params), "shapes_equal": jax.tree_util.tree_all(
-                jax.tree_util.tree_map(lambda a, b: a.shape == b.shape, mesh.params, one.params)),
-            "checkpoints": sorted(os.listdir(os.path.join(tmp, "8")))}
+    epochs = list(zip(mesh["history"], one["history"]))
+    return {"loss": max(abs(a["train_loss"] - b["train_loss"]) / abs(b["train_loss"]) for a, b in epochs),
+            "validation": max(abs(a["validation"][key] - b["validation"][key]) / abs(b["validation"][key])
+                              for a, b in epochs for key in b["validation"]),
+            "validated_epochs": sum(bool(b["validation"]) for _, b in epochs),
+            "params": _relative_error(mesh["model"].params, one["model"].params),
+            "test": max(abs(mesh["metrics"][key] - one["metrics"][key]) / max(abs(one["metrics"][key]), 1e-12)
+                        for key in one["metrics"]),
+            "same_recommendations": [row["item"] for row in mesh["recommended"]] == [row["item"] for row in one["recommended"]],
+            "explanation": max(abs(mesh["explained"][key] - value) for key, value in one["explained"].items()
+                               if isinstance(value, float)),
+            "shapes_equal": jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a, b: a.shape == b.shape,
+                                                                          mesh["model"].params, one["model"].params)),
+            "checkpoints": sorted(os.listdir(os.path.join(tmp, "8", "checkpoints")))}
 
 
-def ranking() -> dict:
-    """User rows, 40 users over 300 items, on meshes with 1, 4 and 8 model shards against the single
-    device (`FittedModel`): top-100 unseen items (`MeshScorer.top_items`), whole-catalogue scores,
-    rating distributions of pairs, the explicit protocol's metrics and fold-in scores of new users."""
-    config = config_lib.testing().override(["model.orientation=user"])
+def ranking(orientation: str) -> dict:
+    """40 users over 300 items, on meshes with 1, 4 and 8 model shards (the items split under user
+    rows, the users under item rows) against the single device (`FittedModel`): top-100 unseen
+    items (`MeshScorer.top_items`), whole-catalogue scores, rating distributions of pairs, the
+    explicit protocol's metrics and fold-in scores of new users."""
+    config = config_lib.testing().override([f"model.orientation={orientation}"])
     rng = np.random.default_rng(2)
     pairs = np.flatnonzero(rng.random(40 * 300) < 0.1)
     data = Interactions.build(pairs // 300, pairs % 300, rng.integers(0, 5, pairs.size), n_users=40, n_items=300,
                               channel_values=(1.0, 2.0, 3.0, 4.0, 5.0))
     train, test = data.subset(pairs % 7 != 0), data.subset(pairs % 7 == 0)
-    model = build_model(config.model, n_cols=300, n_channels=5)
+    n_cols = 300 if orientation == "user" else 40
+    model = build_model(config.model, n_cols=n_cols, n_channels=5)
     fitted = FittedModel(config, jax.device_get(init_params(model, jax.random.key(0))), train)
     users = np.arange(40)
     one = list(fitted.score_users(users))
@@ -195,11 +221,12 @@ def ranking() -> dict:
     folded = np.concatenate([s.log_p_consume for s in fitted.fold_in(history).score()])
     out = {}
     for data_axis, model_axis in ((1, 1), (2, 4), (1, 8)):
-        layout = make_layout(config.override([f"mesh.data={data_axis}", f"mesh.model={model_axis}"]), n_cols=300)
-        scorer = MeshScorer(fitted, layout, batch_rows=16)
+        layout = make_layout(config.override([f"mesh.data={data_axis}", f"mesh.model={model_axis}"]), n_cols=n_cols)
+        scorer = MeshScorer.of(fitted, layout)
         items, values = scorer.top_items(users, k=100)
         mesh = list(scorer.score_users(users))
         on_mesh = explicit_protocol(scorer, train, test)
+        folded_on_mesh = scorer.fold_in(history)
         out[f"{data_axis}x{model_axis}"] = {
             "same_lists": int(np.sum(np.all(items == expected, axis=1))), "users": int(users.size),
             "score_error": float(np.max(np.abs(values - np.take_along_axis(masked, expected, axis=1)))),
@@ -212,7 +239,8 @@ def ranking() -> dict:
             "pair_error": float(np.max(np.abs(scorer.rating_log_probs(test.user, test.item)
                                               - fitted.rating_log_probs(test.user, test.item)))),
             "protocol_error": max(abs(on_mesh[key] - protocol[key]) for key in protocol),
-            "fold_in_error": float(np.max(np.abs(np.concatenate([s for _, s in scorer.fold_in(history).consumption_scores()])
+            "fold_in_users_equal": bool(np.array_equal(folded_on_mesh.users, np.unique(history.user))),
+            "fold_in_error": float(np.max(np.abs(np.concatenate([s for _, s in folded_on_mesh.consumption_scores()])
                                                  - folded)))}
     return out
 

@@ -82,32 +82,38 @@ def test_each_device_holds_its_share_and_nothing_gathers_a_table():
     assert found["largest_array"] < found["batch_rows"] * found["n_cols"] * found["n_channels"]
 
 
-def test_fit_on_a_mesh_equals_one_device(tmp_path):
-    """The training loop on a 1×8 mesh (padded catalogue, checkpoints): the same epochs' losses and
-    returned parameters as on one device, in the single-device shapes."""
+def test_a_run_on_a_mesh_equals_one_device(tmp_path):
+    """The CLI's path on a 1×8 mesh (training with checkpoints and validation scored on the mesh,
+    test metrics, `recommend`, `explain`): the same epochs' losses and validation metrics, saved
+    parameters in the single-device shapes, test metrics, recommendations and explanation as one device."""
     found = run_worker("fit", str(tmp_path), timeout=180)
-    assert found["shapes_equal"] and found["checkpoints"]
-    assert found["loss"] <= RTOL and found["params"] <= RTOL, found
+    assert found["shapes_equal"] and found["checkpoints"] == ["epoch-000001", "epoch-000002"]
+    assert found["validated_epochs"] == 2 and found["same_recommendations"]
+    for what in ("loss", "validation", "params", "test"):
+        assert found[what] <= RTOL, (what, found)
+    assert found["explanation"] <= 1e-5, found
 
 
 def test_scoring_on_a_mesh_equals_one_device():
-    """40 users over 300 items on 1, 4 and 8 model shards: the top-100 unseen items are the single
-    device's lists, but for swaps of items whose scores tie to rounding (fp32, log-probabilities
-    ~ −6); whole-catalogue scores, pairs' rating distributions, the explicit protocol's metrics and
-    folded-in users' scores agree to fp32 rounding."""
-    found = run_worker("ranking", timeout=180)
-    assert set(found) == {"1x1", "2x4", "1x8"}
-    assert found["1x1"]["same_lists"] == found["1x1"]["users"]
-    for shape, cell in found.items():
-        assert cell["same_lists"] >= cell["users"] - 3, shape
-        for what in ("score_error", "swap_gap", "consume_error", "rating_error", "pair_error", "protocol_error",
-                     "fold_in_error"):
-            assert cell[what] <= 1e-5, (shape, what, cell[what])
+    """40 users over 300 items on 1, 4 and 8 model shards, user rows (the items split) and item rows
+    (the users split): the top-100 unseen items are the single device's lists, but for swaps of
+    items whose scores tie to rounding (fp32, log-probabilities ~ −6); whole-catalogue scores,
+    pairs' rating distributions, the explicit protocol's metrics and folded-in users' scores agree
+    to fp32 rounding."""
+    for orientation, found in zip(("user", "item"), run_workers(("ranking", "user"), ("ranking", "item"), timeout=240)):
+        assert set(found) == {"1x1", "2x4", "1x8"}
+        assert found["1x1"]["same_lists"] == found["1x1"]["users"]
+        for shape, cell in found.items():
+            assert cell["same_lists"] >= cell["users"] - 3, (orientation, shape)
+            assert cell["fold_in_users_equal"], (orientation, shape)
+            for what in ("score_error", "swap_gap", "consume_error", "rating_error", "pair_error", "protocol_error",
+                         "fold_in_error"):
+                assert cell[what] <= 1e-5, (orientation, shape, what, cell[what])
 
 
 @pytest.mark.parametrize("mesh, n_cols, message", [
-    ("mesh.model=3", 50, "mesh.model=3 does not divide the 8 local devices"),
-    ("mesh.data=3", 50, "mesh.data × mesh.model = 3×1 does not divide the 8 local devices"),
+    ("mesh.model=3", 50, "mesh.model=3 does not divide the 8 devices"),
+    ("mesh.data=3", 50, "mesh.data × mesh.model = 3×1 does not divide the 8 devices"),
     ("mesh.model=8", 5, "mesh.model=8 exceeds the catalogue's 5 columns"),
     ("mesh.data=8", 50, "train.batch_rows=12 must be a multiple of mesh.data=8"),
 ])
@@ -137,7 +143,7 @@ def test_recommend_reads_a_mesh_scorer_as_a_model(small_data):
     config = config_lib.testing().override(["model.orientation=user"])
     module = build_model(config.model, n_cols=small_data.n_items, n_channels=small_data.n_channels)
     fitted = FittedModel(config, jax.device_get(init_params(module, jax.random.key(0))), small_data)
-    scorer = MeshScorer(fitted, make_layout(config, n_cols=small_data.n_items))
+    scorer = MeshScorer.of(fitted, make_layout(config, n_cols=small_data.n_items))
     for mode in ("consume", "gems"):
         ours, theirs = recommend_for(scorer, 3, mode=mode, k=5), recommend_for(fitted, 3, mode=mode, k=5)
         assert [row["item"] for row in ours] == [row["item"] for row in theirs]

@@ -81,7 +81,6 @@ def measure_train(case_name: str, data: int, model: int) -> dict:
     from convae_jax.data.batches import RowMatrix, entry_budget, iterate_sharded_batches
     from convae_jax.mesh_scoring import MeshScorer
     from convae_jax.model import build_model
-    from convae_jax.predict import FittedModel
     from convae_jax.sharding import make_layout
     from convae_jax.train import init_train_state, make_optimizer, make_train_step
 
@@ -114,9 +113,8 @@ def measure_train(case_name: str, data: int, model: int) -> dict:
         seconds.append(time.perf_counter() - start)
     state_bytes = _state_bytes_per_device(state)
 
-    fitted = FittedModel(config, layout.to_host(state.params), interactions)
+    scorer = MeshScorer(config.override([f"eval.eval_rows={case.score_batch}"]), state.params, interactions, layout)
     del state
-    scorer = MeshScorer(fitted, layout, batch_rows=case.score_batch)
     start = time.perf_counter()
     items, _ = scorer.top_items(np.arange(case.score_users), k=100)
     score_s = time.perf_counter() - start

@@ -73,23 +73,34 @@ class RowMatrix:
 def entry_budget(lengths: np.ndarray, batch_rows: int) -> int:
     """Entries per batch: room for `batch_rows` rows of 1.25x mean length, and for the longest row."""
     mean = float(lengths.mean()) if lengths.size else 1.0
-    budget = max(int(lengths.max(initial=1)), int(np.ceil(1.25 * batch_rows * mean)), 1)
+    return entry_budget_of(mean=mean, longest=int(lengths.max(initial=1)), batch_rows=batch_rows)
+
+
+def entry_budget_of(*, mean: float, longest: int, batch_rows: int) -> int:
+    """`entry_budget` from the mean and the longest row length, rounded up to a multiple of 128."""
+    budget = max(longest, int(np.ceil(1.25 * batch_rows * mean)), 1)
     return int(-(-budget // 128) * 128)
+
+
+def batch_bounds(lengths: np.ndarray, *, batch_rows: int, budget: int) -> Iterator[tuple[int, int]]:
+    """[start, stop) of each batch when rows of these `lengths`, in this order, are packed greedily:
+    a batch closes at `batch_rows` rows or before the row that would pass `budget` entries."""
+    start = 0
+    while start < len(lengths):
+        stop, used = start, 0
+        while stop < len(lengths) and stop - start < batch_rows and used + lengths[stop] <= budget:
+            used += lengths[stop]
+            stop += 1
+        if stop == start:
+            raise ValueError(f"the row at position {start} of the order has {lengths[start]} entries, over the budget {budget}")
+        yield start, stop
+        start = stop
 
 
 def iterate_batches(matrix: RowMatrix, rows: np.ndarray, *, batch_rows: int, budget: int) -> Iterator[RowBatch]:
     """Packs `rows`, in the given order, into fixed-shape batches."""
-    lengths = matrix.lengths
-    start = 0
-    while start < len(rows):
-        stop, used = start, 0
-        while stop < len(rows) and stop - start < batch_rows and used + lengths[rows[stop]] <= budget:
-            used += lengths[rows[stop]]
-            stop += 1
-        if stop == start:
-            raise ValueError(f"row {rows[start]} has {lengths[rows[start]]} entries, over the budget {budget}")
+    for start, stop in batch_bounds(matrix.lengths[rows], batch_rows=batch_rows, budget=budget):
         yield _pack(matrix, rows[start:stop], batch_rows, budget)
-        start = stop
 
 
 def iterate_sharded_batches(matrix: RowMatrix, rows: np.ndarray, *, batch_rows: int, budget: int,
@@ -104,15 +115,33 @@ def iterate_sharded_batches(matrix: RowMatrix, rows: np.ndarray, *, batch_rows: 
         return
     per_shard = batch_rows // shards
     parts = iterate_batches(matrix, rows, batch_rows=per_shard, budget=budget)
-    empty = _pack(matrix, rows[:0], per_shard, budget)
+    empty = padding_batch(per_shard, budget, with_target=matrix.target is not None)
     while group := list(itertools.islice(parts, shards)):
-        group += [empty] * (shards - len(group))
-        segment = [np.where(p.segment == per_shard, batch_rows, p.segment + j * per_shard) for j, p in enumerate(group)]
-        target = None if group[0].target is None else np.concatenate([p.target for p in group])
-        yield RowBatch(*(np.concatenate([getattr(p, f) for p in group]) for f in ("row", "row_mask")),
-                       np.concatenate(segment).astype(np.int32),
-                       *(np.concatenate([getattr(p, f) for p in group]) for f in ("col", "channel", "count")),
-                       target=target)
+        yield join_parts(group + [empty] * (shards - len(group)), batch_rows=batch_rows)
+
+
+def padding_batch(batch_rows: int, budget: int, *, with_target: bool = False) -> RowBatch:
+    """A batch of no rows: row_mask 0, every entry's segment `batch_rows` and count 0, so the loss
+    ignores all of it."""
+    segment = np.full(budget, batch_rows, np.int32)
+    zeros = [np.zeros(budget, dt) for dt in (np.int32, np.int32, np.float32)]
+    return RowBatch(np.zeros(batch_rows, np.int32), np.zeros(batch_rows, np.float32), segment, *zeros,
+                    target=np.zeros(budget, np.float32) if with_target else None)
+
+
+def join_parts(parts: list[RowBatch], *, batch_rows: int, first_part: int = 0) -> RowBatch:
+    """Parts first_part, first_part+1, ... of a batch of `batch_rows` rows (each part a batch of its
+    own, with batch_rows / shards rows), laid end to end: `segment` becomes the position in the
+    whole batch, `batch_rows` on padding. All parts (`first_part` 0) make the whole batch; a run of
+    them, one process's piece of it."""
+    per_part = len(parts[0].row)
+    segment = [np.where(p.segment == per_part, batch_rows, p.segment + (first_part + j) * per_part)
+               for j, p in enumerate(parts)]
+    target = None if parts[0].target is None else np.concatenate([p.target for p in parts])
+    return RowBatch(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("row", "row_mask")),
+                    np.concatenate(segment).astype(np.int32),
+                    *(np.concatenate([getattr(p, f) for p in parts]) for f in ("col", "channel", "count")),
+                    target=target)
 
 
 def _pack(matrix: RowMatrix, rows: np.ndarray, batch_rows: int, budget: int) -> RowBatch:

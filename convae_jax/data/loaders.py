@@ -14,6 +14,7 @@ import os
 import re
 import warnings
 from pathlib import Path
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ STARS = (1.0, 2.0, 3.0, 4.0, 5.0)
 HALF_STARS = tuple(0.5 * k for k in range(1, 11))
 MAX_ID = 2**31 - 1
 IMPLICIT = (1.0,)  # the one channel of an implicit-only table: "consumed"
+PLAIN_INTEGER = r"0|[1-9][0-9]*"  # how an id is written to be read as an integer when integers are not declared
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,42 +55,83 @@ def load_ratings_table(path, *, user_col, item_col, rating_col, scale, sep=None,
     (a BOM is allowed).
     """
     path = Path(path)
+    integer = ((_has_integer_ids(ids_from.user_ids), _has_integer_ids(ids_from.item_ids)) if ids_from is not None
+               else (integer_ids, integer_ids))
+    chunk = next(read_ratings_chunks(path, user_col=user_col, item_col=item_col, rating_col=rating_col, scale=scale,
+                                     sep=sep, header=header, integer_ids=integer, n_fields=n_fields))
+    where = {"path": path, "first_line": chunk.first_line, "user_field": chunk.user_field, "item_field": chunk.item_field}
+    return _index(chunk.users, chunk.items, chunk.channels, IMPLICIT if scale is None else scale,
+                  allow_duplicates=allow_duplicates, ids_from=ids_from, **where)
+
+
+class RatingsChunk(NamedTuple):
+    """Consecutive parsed lines of a ratings table: raw ids, channel indices, and where they came from."""
+
+    users: np.ndarray  # (m,) raw user ids: int64, or str objects
+    items: np.ndarray  # (m,) raw item ids
+    channels: np.ndarray  # (m,) int32 index into the scale (0 for an implicit table)
+    first_line: int  # the 1-based file line (Parquet: row) of users[0]
+    user_field: str  # how messages name the user column
+    item_field: str
+
+
+def read_ratings_chunks(path, *, user_col, item_col, rating_col, scale, sep=None, header=True,
+                        integer_ids: tuple[bool | None, bool | None] = (True, True), n_fields: int | None = None,
+                        chunk_bytes: int | None = None) -> Iterator[RatingsChunk]:
+    """The table of `load_ratings_table`, parsed and checked a chunk at a time: every line-level
+    defect (encoding, field count, missing value, id, rating) raises the loader's `DataError`,
+    at the file's own line. `integer_ids` is (user, item), each as `load_ratings_table`'s
+    `integer_ids` but decided per chunk when None. `chunk_bytes=None` reads the whole file as one
+    chunk; otherwise a chunk is about `chunk_bytes` of text (cut at a line end) or
+    `chunk_bytes // PARQUET_ROW_BYTES` Parquet rows. A field quoted across a line end must not
+    straddle a cut."""
+    path = Path(path)
     if (rating_col is None) != (scale is None):
         raise DataError("a rating column needs a scale, and a scale needs a rating column", path=path)
-    roles = {"user": user_col, "item": item_col} | ({} if rating_col is None else {"rating": rating_col})
-    frame, first_data_line, labels = _read_frame(path, sep=sep, header=header, n_fields=n_fields)
-    names = list(frame.columns)
-    for field, col in roles.items():
-        if col not in names and not (type(col) is int and 0 <= col < len(names)):
-            raise DataError(f"missing column {col!r} for {field}; found {names}", path=path, line=1, field=str(col))
-        roles[field] = col if col in names else names[col]
-    user_col, item_col = roles["user"], roles["item"]
-    integer_user, integer_item = ((_has_integer_ids(ids_from.user_ids), _has_integer_ids(ids_from.item_ids))
-                                  if ids_from is not None else (integer_ids, integer_ids))
-    users = _parse_ids(frame[user_col], integer_user, path, first_data_line, labels[user_col])
-    items = _parse_ids(frame[item_col], integer_item, path, first_data_line, labels[item_col])
-    if rating_col is None:
-        channels, scale = np.zeros(len(frame), np.int32), IMPLICIT
-    else:
-        channels = _parse_ratings(frame[roles["rating"]], scale, path, first_data_line, labels[roles["rating"]])
-    where = {"path": path, "first_line": first_data_line, "user_field": labels[user_col], "item_field": labels[item_col]}
-    return _index(users, items, channels, scale, allow_duplicates=allow_duplicates, ids_from=ids_from, **where)
+    wanted = {"user": user_col, "item": item_col} | ({} if rating_col is None else {"rating": rating_col})
+    roles = None
+    for frame, first_data_line, labels in _read_frames(path, sep=sep, header=header, n_fields=n_fields,
+                                                       chunk_bytes=chunk_bytes):
+        if roles is None:
+            roles, names = {}, list(frame.columns)
+            for field, col in wanted.items():
+                if col not in names and not (type(col) is int and 0 <= col < len(names)):
+                    raise DataError(f"missing column {col!r} for {field}; found {names}", path=path, line=1,
+                                    field=str(col))
+                roles[field] = col if col in names else names[col]
+        users = _parse_ids(frame[roles["user"]], integer_ids[0], path, first_data_line, labels[roles["user"]])
+        items = _parse_ids(frame[roles["item"]], integer_ids[1], path, first_data_line, labels[roles["item"]])
+        if rating_col is None:
+            channels = np.zeros(len(frame), np.int32)
+        else:
+            channels = _parse_ratings(frame[roles["rating"]], scale, path, first_data_line, labels[roles["rating"]])
+        yield RatingsChunk(users, items, channels, first_data_line, labels[roles["user"]], labels[roles["item"]])
 
 
 def load_movielens(data_dir, *, variant: str) -> Interactions:
     """MovieLens: `100k` (`u.data`), `1m`/`10m` (`ratings.dat`, `::`), `latest`/`20m`/`25m` (`ratings.csv`)."""
+    return load_ratings_table(**movielens_read_args(data_dir, variant=variant))
+
+
+def movielens_read_args(data_dir, *, variant: str) -> dict:
+    """How a MovieLens ratings file is read: the keyword arguments of `load_ratings_table` (and
+    `read_ratings_chunks`)."""
     data_dir = Path(data_dir)
     if variant == "100k":
-        return load_ratings_table(data_dir / "u.data", user_col=0, item_col=1, rating_col=2, scale=STARS,
-                                  sep="\t", header=False, n_fields=4)
+        return dict(path=data_dir / "u.data", user_col=0, item_col=1, rating_col=2, scale=STARS, sep="\t",
+                    header=False, n_fields=4)
     if variant in ("1m", "10m"):
         scale = STARS if variant == "1m" else HALF_STARS
-        return load_ratings_table(data_dir / "ratings.dat", user_col=0, item_col=1, rating_col=2, scale=scale,
-                                  sep="::", header=False, n_fields=4)
+        return dict(path=data_dir / "ratings.dat", user_col=0, item_col=1, rating_col=2, scale=scale, sep="::",
+                    header=False, n_fields=4)
     if variant in ("latest", "20m", "25m"):
-        return load_ratings_table(data_dir / "ratings.csv", user_col="userId", item_col="movieId",
-                                  rating_col="rating", scale=HALF_STARS, sep=",", n_fields=4)
+        return dict(path=data_dir / "ratings.csv", user_col="userId", item_col="movieId", rating_col="rating",
+                    scale=HALF_STARS, sep=",", n_fields=4)
     raise DataError(f"unknown MovieLens variant {variant!r}; expected 100k, 1m, 10m, latest, 20m or 25m")
+
+
+MOVIELENS_VARIANTS = {"ml-100k": "100k", "ml-1m": "1m", "ml-10m": "10m", "ml-latest-small": "latest", "ml-20m": "20m",
+                      "ml-25m": "25m"}
 
 
 def load_douban(data_dir) -> Dataset:
@@ -162,9 +205,8 @@ DATASETS = ("ml-100k", "ml-1m", "ml-10m", "ml-latest-small", "ml-20m", "ml-25m",
 
 def load_dataset(name: str, data_dir) -> Dataset:
     """Loads a dataset by name from its directory (see DATASETS)."""
-    if name in ("ml-100k", "ml-1m", "ml-10m", "ml-20m", "ml-25m", "ml-latest-small"):
-        variant = {"ml-latest-small": "latest"}.get(name, name[3:])
-        return Dataset(name, load_movielens(data_dir, variant=variant))
+    if name in MOVIELENS_VARIANTS:
+        return Dataset(name, load_movielens(data_dir, variant=MOVIELENS_VARIANTS[name]))
     if name == "douban":
         return load_douban(data_dir)
     if name == "coat":
@@ -190,67 +232,80 @@ def _require_file(path: Path):
         raise DataError("empty file", path=path, line=1)
 
 
-def _read_frame(path: Path, *, sep, header, n_fields: int | None) -> tuple[pd.DataFrame, int, dict]:
-    """The raw table as strings, the line number of its first data row, and a label per column
-    for messages (the header name, or the 0-based position without a header).
+PARQUET_ROW_BYTES = 64  # bytes of text a Parquet row stands for when a chunk size is turned into rows
+
+
+def _read_frames(path: Path, *, sep, header, n_fields: int | None,
+                 chunk_bytes: int | None = None) -> Iterator[tuple[pd.DataFrame, int, dict]]:
+    """The raw table as strings, a chunk at a time (the whole file when `chunk_bytes` is None):
+    each chunk's frame, the line number of its first data row, and a label per column for
+    messages (the header name, or the 0-based position without a header).
 
     The text is decoded here rather than by pandas so that an encoding error has an exact line;
     NUL bytes are refused (pandas' C parser silently cuts a field at one)."""
     _require_file(path)
     if path.suffix == ".parquet":
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as err:  # noqa: BLE001 (pyarrow raises many types for a bad file)
-            raise DataError(f"not a readable Parquet file: {err}", path=path) from None
-        if frame.empty:
-            raise DataError("no data rows", path=path)
-        return frame, 1, {col: str(col) for col in frame.columns}
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise DataError(f"cannot read: {err.strerror or err}", path=path) from None
+        yield from _parquet_frames(path, chunk_bytes)
+        return
     sep = sep or ","
-    if sep == "::":  # the C parser takes one-character separators only
-        raw, sep = raw.replace(b"::", b"\t"), "\t"
+    double_colon = sep == "::"  # the C parser takes one-character separators only
+    if double_colon:
+        sep = "\t"
     if len(sep) != 1 or sep in "\r\n\"":
         raise DataError(f"unsupported separator {sep!r}: use one character (or '::')", path=path)
-    raw = raw.removeprefix(codecs.BOM_UTF8)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        _raise_at_byte(raw, err.start, "not valid UTF-8 text", path, sep, header)
-    if "\0" in text:
-        _raise_at_byte(raw, raw.index(b"\0"), "NUL byte in the text", path, sep, header)
-    if not text.strip():
-        raise DataError("empty file", path=path, line=1)
-    head = re.split(r"\r\n|\r|\n", text, maxsplit=2)
-    first_line = head[0]
-    names = next(csv.reader([first_line], delimiter=sep)) if header else None
-    if header:
-        if n_fields is not None and len(names) != n_fields:
-            raise DataError(f"wrong number of fields: expected {n_fields} in the header, got {len(names)}",
-                            path=path, line=1)
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise DataError("column name used twice", path=path, line=1, field=repeated[0])
-    width = n_fields or (len(names) if header else first_line.count(sep) + 1)
+    header_line, names, width, lines_before = None, None, None, 0
+    for raw in _byte_chunks(path, chunk_bytes):
+        first_chunk = width is None
+        if double_colon:
+            raw = raw.replace(b"::", b"\t")
+        if first_chunk:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+            header_line = raw[:raw.find(b"\n")] if header else None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            _raise_at_byte(raw, err.start, "not valid UTF-8 text", path, sep, header_line, lines_before)
+        if "\0" in text:
+            _raise_at_byte(raw, raw.index(b"\0"), "NUL byte in the text", path, sep, header_line, lines_before)
+        if first_chunk and not text.strip():
+            raise DataError("empty file", path=path, line=1)
+        head = re.split(r"\r\n|\r|\n", text, maxsplit=2)
+        if first_chunk:
+            names = next(csv.reader([head[0]], delimiter=sep)) if header else None
+            if header:
+                if n_fields is not None and len(names) != n_fields:
+                    raise DataError(f"wrong number of fields: expected {n_fields} in the header, got {len(names)}",
+                                    path=path, line=1)
+                repeated = sorted({name for name in names if names.count(name) > 1})
+                if repeated:
+                    raise DataError("column name used twice", path=path, line=1, field=repeated[0])
+            width = n_fields or (len(names) if header else head[0].count(sep) + 1)
+        yield _parse_text_chunk(text, head, path=path, sep=sep, names=names, width=width, n_fields=n_fields,
+                                skip=1 if header and first_chunk else 0, lines_before=lines_before)
+        lines_before += raw.count(b"\n")
+
+
+def _parse_text_chunk(text: str, head: list[str], *, path, sep, names, width, n_fields, skip,
+                      lines_before) -> tuple[pd.DataFrame, int, dict]:
+    """One chunk of decoded text (its first `skip` lines a header) into a frame of strings, every
+    line checked to have `width` fields; lines numbered after the file's first `lines_before`."""
     columns = list(range(width + 1))  # one spare column catches lines with an extra field
-    first_data_line = 2 if header else 1
-    first_fields = len(next(csv.reader([head[first_data_line - 1]], delimiter=sep), [])) if len(head) >= first_data_line else 0
+    first_data_line = lines_before + skip + 1
+    first_fields = len(next(csv.reader([head[skip]], delimiter=sep), [])) if len(head) > skip else 0
     if first_fields > width + 1:  # pandas would drop the surplus of a long first row with only a warning
         raise DataError(f"wrong number of fields: expected {width}, got {first_fields}", path=path,
                         line=first_data_line, field=_column_label(width, names))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)  # never drop data silently
-            frame = pd.read_csv(io.StringIO(text), sep=sep, header=None, names=columns, skiprows=1 if header else 0,
+            frame = pd.read_csv(io.StringIO(text), sep=sep, header=None, names=columns, skiprows=skip,
                                 dtype=str, keep_default_na=False, na_values=[""], skip_blank_lines=False,
                                 index_col=False)
     except pd.errors.ParserWarning as err:
         raise DataError(f"wrong number of fields: {err}", path=path) from None
     except pd.errors.ParserError as err:
         raise DataError(f"wrong number of fields: {_parser_detail(err)}", path=path,
-                        line=_parser_line(err, 2 if header else 1)) from None
+                        line=_parser_line(err, first_data_line, lines_before)) from None
     except pd.errors.EmptyDataError:
         raise DataError("no data rows", path=path, line=first_data_line) from None
     if frame.empty:
@@ -266,10 +321,48 @@ def _read_frame(path: Path, *, sep, header, n_fields: int | None) -> tuple[pd.Da
         row, col = (int(v) for v in np.argwhere(short)[0])
         raise DataError(f"missing value (or fewer than {width} fields)", path=path, line=row + first_data_line,
                         field=labels[col])
-    if header:
+    if names is not None:
         frame.columns = [names[i] if i < len(names) else i for i in range(width)]
         labels = {names[i] if i < len(names) else i: labels[i] for i in range(width)}
     return frame, first_data_line, labels
+
+
+def _byte_chunks(path: Path, chunk_bytes: int | None) -> Iterator[bytes]:
+    """The file's bytes: whole, or in pieces of about `chunk_bytes`, each cut after a line end."""
+    try:
+        with open(path, "rb") as handle:
+            if chunk_bytes is None:
+                yield handle.read()
+                return
+            while block := handle.read(chunk_bytes):
+                yield block + (b"" if block.endswith(b"\n") else handle.readline())
+    except OSError as err:
+        raise DataError(f"cannot read: {err.strerror or err}", path=path) from None
+
+
+def _parquet_frames(path: Path, chunk_bytes: int | None) -> Iterator[tuple[pd.DataFrame, int, dict]]:
+    """A Parquet table, whole or in batches of `chunk_bytes // PARQUET_ROW_BYTES` rows; a row's
+    "line" is its 1-based position."""
+    try:
+        if chunk_bytes is None:
+            frames = iter([pd.read_parquet(path)])
+        else:
+            import pyarrow.parquet as pq
+
+            batches = pq.ParquetFile(path).iter_batches(batch_size=max(1, chunk_bytes // PARQUET_ROW_BYTES))
+            frames = (batch.to_pandas() for batch in batches)
+        line = 1
+        while (frame := next(frames, None)) is not None:
+            if frame.empty and line == 1:
+                raise DataError("no data rows", path=path)
+            yield frame, line, {col: str(col) for col in frame.columns}
+            line += len(frame)
+        if line == 1:
+            raise DataError("no data rows", path=path)
+    except DataError:
+        raise
+    except Exception as err:  # noqa: BLE001 (pyarrow raises many types for a bad file)
+        raise DataError(f"not a readable Parquet file: {err}", path=path) from None
 
 
 def _column_label(index: int, names: list[str] | None) -> str:
@@ -278,19 +371,21 @@ def _column_label(index: int, names: list[str] | None) -> str:
     return names[index] if names is not None and index < len(names) else str(index)
 
 
-def _raise_at_byte(raw: bytes, offset: int, message: str, path, sep: str, header: bool):
-    """DataError at the line and field holding byte `offset` of the (separator-normalised) file."""
+def _raise_at_byte(raw: bytes, offset: int, message: str, path, sep: str, header_line: bytes | None, lines_before: int):
+    """DataError at the line and field holding byte `offset` of a (separator-normalised) chunk of
+    the file that follows its first `lines_before` lines; `header_line` names the fields."""
     line_start = raw.rfind(b"\n", 0, offset) + 1
-    line = raw.count(b"\n", 0, offset) + 1
+    line = lines_before + raw.count(b"\n", 0, offset) + 1
     column = raw[line_start:offset].count(sep.encode())
-    names = raw[:raw.find(b"\n")].decode("utf-8", errors="replace").rstrip("\r").split(sep) if header else None
+    names = None if header_line is None else header_line.decode("utf-8", errors="replace").rstrip("\r").split(sep)
     raise DataError(message, path=path, line=line, field=_column_label(column, names)) from None
 
 
-def _parser_line(err, first_data_line: int) -> int | None:
-    """The 1-based line of a pandas ParserError ("... in line 7, ..." or "... starting at row 3")."""
+def _parser_line(err, first_data_line: int, lines_before: int) -> int | None:
+    """The 1-based file line of a pandas ParserError ("... in line 7, ..." or "... starting at
+    row 3") in a chunk that follows the file's first `lines_before` lines."""
     text = str(err)
-    for marker, offset in ((" line ", 0), (" row ", first_data_line)):
+    for marker, offset in ((" line ", lines_before), (" row ", first_data_line)):
         if marker in text:
             digits = text.split(marker, 1)[1].split(",")[0].split()[0].strip()
             if digits.isdigit():
@@ -318,7 +413,7 @@ def _parse_ids(column: pd.Series, integer: bool | None, path, first_line, field)
     _check_present(column, path, first_line, field)
     text = column.astype(str)
     if integer is None:
-        integer = bool(text.str.fullmatch(r"0|[1-9][0-9]*").all())
+        integer = bool(text.str.fullmatch(PLAIN_INTEGER).all())
     if not integer:
         return text.to_numpy()
     numeric = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
@@ -354,8 +449,8 @@ def _index(users, items, channels, scale, *, path, first_line, user_field, item_
         item_ids, item = np.unique(items, return_inverse=True)
     else:
         user_ids, item_ids = ids_from.user_ids, ids_from.item_ids
-        user = _positions(users, user_ids, "user", path=path, first_line=first_line, field=user_field)
-        item = _positions(items, item_ids, "item", path=path, first_line=first_line, field=item_field)
+        user = index_of_ids(users, user_ids, "user", path=path, first_line=first_line, field=user_field)
+        item = index_of_ids(items, item_ids, "item", path=path, first_line=first_line, field=item_field)
     if not allow_duplicates:
         pair = user.astype(np.int64) * len(item_ids) + item
         _, first = np.unique(pair, return_index=True)
@@ -363,13 +458,19 @@ def _index(users, items, channels, scale, *, path, first_line, user_field, item_
             dup = np.ones(pair.size, bool)
             dup[first] = False
             row = int(np.flatnonzero(dup)[0])
-            raise DataError(f"duplicate (user, item) pair ({users[row]}, {items[row]})", path=path, line=row + first_line,
-                            field=f"{user_field}, {item_field}")
+            raise duplicate_pair_error(users[row], items[row], path=path, line=row + first_line, user_field=user_field,
+                                       item_field=item_field)
     return Interactions.build(user, item, channels, n_users=len(user_ids), n_items=len(item_ids),
                               channel_values=scale, user_ids=user_ids, item_ids=item_ids)
 
 
-def _positions(raw: np.ndarray, known: np.ndarray, kind: str, *, path, first_line, field) -> np.ndarray:
+def duplicate_pair_error(user_id, item_id, *, path, line: int, user_field: str, item_field: str) -> DataError:
+    """The error for a (user, item) pair seen before, at the line of its second occurrence."""
+    return DataError(f"duplicate (user, item) pair ({user_id}, {item_id})", path=path, line=line,
+                     field=f"{user_field}, {item_field}")
+
+
+def index_of_ids(raw: np.ndarray, known: np.ndarray, kind: str, *, path, first_line, field) -> np.ndarray:
     """The index of each raw id in `known` (sorted, as `np.unique` leaves a loaded table's ids);
     DataError at the first id it lacks."""
     at = np.minimum(np.searchsorted(known, raw), len(known) - 1)

@@ -22,6 +22,21 @@ def holdout_interactions(data: Interactions, *, fraction: float, seed: int) -> t
     return data.subset(~held), data.subset(held)
 
 
+def hashed_part(row: np.ndarray, col: np.ndarray, *, fractions: tuple[float, ...], seed: int) -> np.ndarray:
+    """For each (row, column) pair, the index of the part it falls in: part j with probability
+    fractions[j], the rest len(fractions). A seeded hash of the pair (SplitMix64), so that any
+    process decides any pair alone, in bounded memory (a prepared layout's hold-outs)."""
+    if any(f < 0 for f in fractions) or sum(fractions) >= 1.0:
+        raise DataError(f"hold-out fractions must be >= 0 and sum below 1, got {fractions}")
+    with np.errstate(over="ignore"):
+        z = (row.astype(np.uint64) << np.uint64(32)) ^ col.astype(np.uint64) ^ np.uint64(seed * 0x9E3779B97F4A7C15 % 2**64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    uniform = (z >> np.uint64(11)).astype(np.float64) / float(2**53)
+    return np.searchsorted(np.cumsum(fractions), uniform, side="right")
+
+
 @dataclasses.dataclass(frozen=True)
 class UserSplit:
     """Strong generalisation (Liang et al. 2018): train users, and held-out users split into fold-in/target."""

@@ -96,6 +96,11 @@ class RatingsTable:
             raise ConvaeError(f"incomplete ratings-table record ({err!r})") from None
 
     def _read(self, path: Path, *, ids_from: Interactions | None) -> Interactions:
+        return load_ratings_table(**self.read_args(path), ids_from=ids_from)
+
+    def read_args(self, path: Path) -> dict:
+        """How `path` (the ratings or the test file) is read: the keyword arguments of
+        `load_ratings_table` (and `read_ratings_chunks`), separator and header told from its first lines."""
         if _is_parquet(path):
             sep, header = None, True
         else:
@@ -105,8 +110,8 @@ class RatingsTable:
             if header is None:
                 header = any(isinstance(col, str) for col in self.columns) or has_header(lines, sep)
         user, item, *rating = self.columns
-        return load_ratings_table(path, user_col=user, item_col=item, rating_col=rating[0] if rating else None,
-                                  scale=self.scale, sep=sep, header=header, integer_ids=None, ids_from=ids_from)
+        return {"path": path, "user_col": user, "item_col": item, "rating_col": rating[0] if rating else None,
+                "scale": self.scale, "sep": sep, "header": header, "integer_ids": None}
 
 
 def load_random_exposure(table: RatingsTable) -> Dataset:
