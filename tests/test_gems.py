@@ -208,8 +208,9 @@ def write_fake_coat(directory, *, seed=0):
 def test_evaluate_coat_end_to_end_on_a_fake_coat(tmp_path):
     data_dir = write_fake_coat(tmp_path / "coat")
     out = tmp_path / "results"
-    result = evaluate_coat(data_dir, out, seeds=(0,), config=config_lib.testing().override(["train.max_epochs=2"]))
+    result = evaluate_coat(data_dir, out, seeds=(0,), config=config_lib.testing(), overrides=("train.max_epochs=2",))
     stored = json.loads((out / "gems.json").read_text())
+    assert stored["command"].endswith("--set train.max_epochs=2") and stored["config"]["train"]["max_epochs"] == 2
     assert stored["summary"] == json.loads(json.dumps(result["summary"]))
     assert set(stored["runs"][0]["ratings"]) == {"conv4rec", "conv4rec_explicit_only", "biased_mf", "ips_mf", "item_mean"}
     for target in ("model", "popularity", "popular", "liked"):

@@ -37,13 +37,16 @@ def rating_report(model, test: Interactions) -> dict:
     return result
 
 
-def evaluate_coat(data_dir, out_dir, *, seeds=(0, 1, 2), config: config_lib.Config | None = None) -> dict:
+def evaluate_coat(data_dir, out_dir, *, seeds=(0, 1, 2), config: config_lib.Config | None = None,
+                  overrides: tuple[str, ...] = ()) -> dict:
     """Trains Conv4Rec, its explicit-only variant (model.implicit_weight = 0), biased MF, MF with
     inverse-propensity weights (at MF's selected rank, regularisation and σ) and the item mean on
     Coat's self-selected ratings, once per seed (model seed; Coat's split is fixed); scores rating
     metrics and gem discovery (MF's and IPS-MF's rankings by predicted rating among them) on the
-    randomly exposed test set; writes gems.json, gems.md and gem_scatter.png (seed 0) under `out_dir`."""
-    config = (config or config_lib.default()).override(["train.progress=False"])
+    randomly exposed test set; writes gems.json, gems.md and gem_scatter.png (seed 0) under `out_dir`.
+    `overrides` (`section.field=value`) apply to `config` (default: the default config) and are
+    recorded in the command."""
+    config = (config or config_lib.default()).override([*overrides, "train.progress=False"])
     dataset = load_dataset("coat", data_dir)
     train, test = dataset.train, dataset.test
     out_dir = Path(out_dir)
@@ -71,7 +74,7 @@ def evaluate_coat(data_dir, out_dir, *, seeds=(0, 1, 2), config: config_lib.Conf
             plot_gem_scatter(joint, test, user, out_dir / "gem_scatter.png")
             figure = {"seed": seed, "user": train.user_ids[user].tolist()}
     record = run_record(program=PROGRAM, argv=["--data-dir", str(data_dir), "--out", str(out_dir),
-                                                "--seeds", *map(str, seeds)])
+                                                "--seeds", *map(str, seeds), *(f for o in overrides for f in ("--set", o))])
     result = {"command": record["command"], "machine": {key: value for key, value in record.items() if key != "command"},
               "dataset": {"name": "coat", "train": train.nnz, "test": test.nnz,
                                                  "users": train.n_users, "items": train.n_items},
