@@ -74,10 +74,10 @@ def _cmd_train(args) -> int:
 
     table = table_from(args)
     if args.resume is not None:
-        if args.workdir or args.overrides or args.data_dir or args.dataset or table or args.prepared:
-            raise ConvaeError("--resume continues a run with its own config and data; drop --workdir, --set, "
+        if args.workdir or args.data_dir or args.dataset or table or args.prepared:
+            raise ConvaeError("--resume continues a run with its own config and data; drop --workdir, "
                               "--dataset, --data-dir, --ratings and --prepared")
-        workdir, metrics = args.resume, resume_run(args.resume)
+        workdir, metrics = args.resume, resume_run(args.resume, mesh_overrides=args.overrides)
     else:
         for flag, given in (("--ratings", table is not None), ("--prepared", args.prepared is not None)):
             if given and (args.dataset or args.data_dir):
@@ -216,9 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(run=_cmd_explain)
 
     theory = sub.add_parser("theory", help="theory checks on synthetic data: certified recovery, generalization bounds")
-    theory.add_argument("experiment", choices=("certify", "bounds", "pacbayes"),
+    theory.add_argument("experiment", choices=("certify", "bounds", "pacbayes", "compress", "catalogue", "sharing"),
                         help="certify: TV recovery with a held-out certificate; bounds: split-mode bounds and leakage; "
-                             "pacbayes: a PAC-Bayes bound with a prior from training data")
+                             "pacbayes: a PAC-Bayes bound with a prior from training data; "
+                             "compress: a compression (Occam) bound on a quantised subspace model; "
+                             "catalogue: exponents in the catalogue size n; sharing: tied vs untied 1x1 filters at k < C")
     theory.add_argument("--quick", action="store_true", help="the small preset (minutes); default: the full preset")
     theory.add_argument("--sizes", type=int, nargs="+", help="replace the preset's grid of N")
     theory.add_argument("--seeds", type=int, nargs="+", help="replace the preset's seeds")

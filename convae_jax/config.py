@@ -43,6 +43,7 @@ class ModelConfig:
     cutpoints: str = "shared"  # one of CUTPOINTS, the ordinal head's cut-points θ: "shared" by every column, or "per_column" (a rating scale of its own per column: per user under item rows)
     rating_propensity: str = "none"  # one of RATING_PROPENSITIES: "inverse" weighs each rating's explicit term by the model's own inverse propensity of observing the pair, self-normalised per row, gradients stopped (docs/model.md, "Exposure-corrected rating term"; losses.propensity_weights); "none", the paper's unweighted term
     propensity_floor: float = 0.05  # in (0, 1]: the smallest propensity an inverse weight is computed from (weights <= 1 / floor before normalising); read only with rating_propensity="inverse"
+    tie_filters: bool = True  # True: the 1x1 convolutions A (C x k) and B (k' x C) are shared by every column (the paper's); False: each column has its own A and B (untied, user rows on one model shard only)
     row_offsets: bool = False  # add h·V (V: d x C) to every column's logits: a row's rating offset from its code (see Conv4Rec.row_offset)
     matmul_precision: str = "default"  # one of MATMUL_PRECISIONS: "default" (backend's: exact fp32 on CPU, TF32 on Ampere+ GPUs), "float32", "tensorfloat32", "bfloat16" (bf16 operands, fp32 accumulation)
 
@@ -119,6 +120,9 @@ class Config:
             (0.0 < m.propensity_floor <= 1.0, "model.propensity_floor must lie in (0, 1]"),
             (m.cutpoints == "shared" or m.rating_head == "ordinal",
              "model.cutpoints='per_column' needs model.rating_head='ordinal'"),
+            (m.tie_filters or m.orientation == "user",
+             "model.tie_filters=False needs model.orientation='user' (item rows fold in a new user as a column without filters of its own)"),
+            (m.tie_filters or mesh.model == 1, "model.tie_filters=False needs mesh.model=1 (per-column filters are not split over devices)"),
             (m.logit_chunk >= 1, "model.logit_chunk must be >= 1"),
             (m.decoder_fold in DECODER_FOLDS, f"model.decoder_fold must be one of {DECODER_FOLDS}"),
             (m.decoder_fold != "always" or m.decoder_activation == "identity",

@@ -110,6 +110,8 @@ def train_and_evaluate(config: Config, workdir, *, dataset: str = SYNTHETIC, dat
     scorer = _ranking_validation if train.n_channels == 1 else None
     model = fit(train, config, validation=validation, checkpoint_dir=workdir / "checkpoints", resume=resume,
                 validation_metrics=scorer, prepared=reader)
+    if validation is not None:  # as when `fit` holds validation out itself: predictions read every known pair
+        model = FittedModel(model.config, model.params, train.concat(validation), model.history)
     metrics = {"dataset": dataset, "selected_epoch": model.selected_epoch,
                "test": score_test(on_devices(model), train, test, ks=config.eval.ks)}
     if writer:
@@ -128,14 +130,19 @@ def score_test(model, train: Interactions, test: Interactions, *, ks) -> dict:
     return ranking_protocol(model.consumption_scores(np.unique(test.user)), seen=train, relevant=test, ks=ks)
 
 
-def resume_run(workdir) -> dict:
+def resume_run(workdir, *, mesh_overrides=()) -> dict:
     """Continues an interrupted `train_and_evaluate` in `workdir` from its newest readable
     checkpoint, with the config and data recorded in its run.json. On CPU the outcome is
-    bit-for-bit that of an uninterrupted run; a finished run is re-evaluated only."""
+    bit-for-bit that of an uninterrupted run; a finished run is re-evaluated only.
+    `mesh_overrides` (`mesh.FIELD=VALUE`) continue it on another mesh: checkpoints restore onto
+    any mesh (`convae_jax.checkpoint`); later batches are cut for the new data axis, so the run
+    goes on as a valid but not bit-identical continuation."""
+    if any(not item.startswith("mesh.") for item in mesh_overrides):
+        raise ConvaeError("a resumed run keeps its config; only its mesh may change (--set mesh.data=… mesh.model=…)")
     workdir = Path(workdir)
     run = _read_run(workdir)
     try:
-        config = Config.from_dict(run["config"])
+        config = Config.from_dict(run["config"]).override(list(mesh_overrides))
         dataset, data_dir = run["dataset"], run["data_dir"]
     except (KeyError, TypeError) as err:
         raise ConvaeError(f"{workdir / 'run.json'}: incomplete run record ({err})") from None

@@ -94,32 +94,51 @@ def write_manifest(directory: Path, fmt: str, names) -> None:
     atomic_write(directory / "manifest.json", lambda f: f.write(_manifest_bytes(manifest)))
 
 
-def verify_manifest(directory: Path, fmt: str, names, *, error=ModelFileError, require_self_check: bool = False) -> None:
+def verify_manifest(directory: Path, fmt: str, names=None, *, error=ModelFileError,
+                    require_self_check: bool = False) -> list[str]:
     """Raises `error` unless `manifest.json` is intact, of format `fmt`, and every file in `names`
-    matches its checksum. Manifests written before the self-check existed are accepted unless
-    `require_self_check`."""
+    matches its checksum; returns the names checked. `names=None` checks every file the manifest
+    lists, which must then be exactly the files below `directory` (`files_under`). Manifests written
+    before the self-check existed are accepted unless `require_self_check`."""
     path = directory / "manifest.json"
     try:
         raw = path.read_bytes()
         manifest = json.loads(raw.decode("utf-8"))
     except (OSError, ValueError) as err:
         raise error(f"{path}: unreadable manifest ({err})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != fmt or not isinstance(manifest.get("sha256"), dict):
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("sha256"), dict):
         raise error(f"{directory}: not a {fmt} directory (bad manifest)")
+    if manifest.get("format") != fmt:  # e.g. a checkpoint of an earlier version
+        raise error(f"{directory}: not a {fmt} directory (its manifest says {manifest.get('format')!r})")
     if raw != _manifest_bytes(manifest):  # even a changed space or an appended byte is refused
         raise error(f"{path}: altered (not as written)")
     if "manifest_sha256" in manifest or require_self_check:
         body = {"format": manifest["format"], "sha256": manifest["sha256"]}
         if manifest.get("manifest_sha256") != _json_sha256(body):
             raise error(f"{path}: altered (its own checksum does not match)")
+    if names is None:
+        names = sorted(manifest["sha256"])
+        unexpected = sorted(set(files_under(directory)) - set(names))
+        if unexpected:
+            raise error(f"{directory / unexpected[0]}: not in the manifest (added after writing)")
     for name in names:
         file = directory / name
         if not file.is_file() or file_sha256(file) != manifest["sha256"].get(name):
             raise error(f"{file}: missing or altered (checksum mismatch)")
+    return list(names)
+
+
+def files_under(directory: Path) -> list[str]:
+    """Every file below `directory` but its own `manifest.json`, as sorted relative POSIX paths:
+    what a manifest of a directory written by other code (orbax) covers."""
+    return sorted(name for name in (p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+                  if name != "manifest.json")
 
 
 def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """SHA-256 of a file, read in chunks (checkpoint shards may be large)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def atomic_write(path: Path, write) -> None:

@@ -37,7 +37,9 @@ class Conv4Rec(nn.Module):
     location on the rating scale, which `head` turns into the C logits (docs/model.md,
     "Rating heads").
 
-    `A` (C, k) and `B` (k', C) are the 1x1 convolutions shared by every column. W_enc (n, k, d)
+    `A` (C, k) and `B` (k', C) are the 1x1 convolutions shared by every column; with
+    `tie_filters=False` each column has its own, A (n, C, k) and B (n, k', C) (the untied model of
+    the weight-sharing check, theory/README.md). W_enc (n, k, d)
     and W_dec (n, k', d) are stored column-major with d innermost, so that a column's weights are
     one contiguous row block and both big products are plain GEMMs: (rows, n·C) × (n·C, d) and
     (rows, d) × (n·k' or n·C, d)ᵀ.
@@ -52,14 +54,16 @@ class Conv4Rec(nn.Module):
         n_out = self.n_outputs
         d_last = self.config.hidden[-1]
         lecun = nn.initializers.lecun_normal
-        self.input_conv = self.param("input_conv", lecun(), (c, k))
+        # untied: one filter per column, each drawn as the tied one is (fan-in C, resp. k')
+        per_column, batch = ((), ()) if self.config.tie_filters else ((self.n_cols,), (0,))
+        self.input_conv = self.param("input_conv", lecun(batch_axis=batch), per_column + (c, k))
         self.encoder_kernel = self.param("encoder_kernel", lecun(in_axis=(0, 1), out_axis=2), (self.n_cols, k, d))
         self.encoder_bias = self.param("encoder_bias", nn.initializers.zeros, (d,))
         self.extra_layers = [nn.Dense(width, name=f"dense_{j}") for j, width in enumerate(self.config.hidden[1:])]
         self.decoder_kernel = self.param("decoder_kernel", _drawn_as_n_d_k(lecun(in_axis=1, out_axis=2, batch_axis=(0,))),
                                          (self.n_cols, k_out, d_last))
         self.decoder_bias = self.param("decoder_bias", nn.initializers.zeros, (self.n_cols, k_out))
-        self.output_conv = self.param("output_conv", lecun(), (k_out, n_out))
+        self.output_conv = self.param("output_conv", lecun(batch_axis=batch), per_column + (k_out, n_out))
         self.output_bias = self.param("output_bias", nn.initializers.zeros, (self.n_cols, n_out))
         if self.config.row_offsets:
             self.row_offset_kernel = self.param("row_offset_kernel", nn.initializers.zeros, (d_last, n_out))
@@ -132,17 +136,24 @@ class Conv4Rec(nn.Module):
         c, n, d = self.n_channels, self.n_cols, self.config.hidden[0]
         n_entries = segment.shape[0]
         if n_entries * self.config.conv_channels <= n * c:
-            coefficient = count[:, None] * self.input_conv[channel]  # (T, k)
+            filters = self.input_conv[channel] if self.config.tie_filters else self.input_conv[col, channel]
+            coefficient = count[:, None] * filters  # (T, k)
             per_entry = contract("tk,tkd->td", coefficient, self.encoder_kernel[col], precision=self.config.matmul_precision)
             pre = jax.ops.segment_sum(per_entry, segment, num_segments=n_rows + 1)[:n_rows]
         elif n_rows * n * c <= DENSE_INPUT_MAX_CELLS_PER_ENTRY * n_entries:
-            table = mix_middle(self.input_conv, self.encoder_kernel).reshape(n * c, d)
+            table = self._input_table().reshape(n * c, d)
             dense = jnp.zeros((n_rows, n, c)).at[segment, col, channel].add(count, mode="drop")  # padding dropped
             pre = contract("bx,xd->bd", dense.reshape(n_rows, n * c), table, precision=self.config.matmul_precision)
         else:
-            table = mix_middle(self.input_conv, self.encoder_kernel)
+            table = self._input_table()
             pre = bag_sum(table.reshape(n * c, d), col * c + channel, count, segment, n_rows)
         return pre
+
+    def _input_table(self):
+        """The table M = A·W_enc (n, C, d): M[col, c] = Σ_k A[c, k] W_enc[col, k] (A[col, c, k] untied)."""
+        if self.config.tie_filters:
+            return mix_middle(self.input_conv, self.encoder_kernel)
+        return contract("nck,nkd->ncd", self.input_conv, self.encoder_kernel, precision=self.config.matmul_precision)
 
     def code(self, pre, segment, norm_count, n_rows: int):
         """Row codes h (n_rows, d) from the encoder's summed pre-activation (`encoder_sum`): the
@@ -169,23 +180,29 @@ class Conv4Rec(nn.Module):
         W_dec·B (m·C, d) replaces a GEMM of width m·k' followed by the 1x1 convolution of every
         logit. Same function; fewer FLOPs when C <= k' ("auto"), and two fewer passes over
         B·m·k' activations (forward and backward) at any C ("always")."""
-        kernel, bias, out_bias = self.decoder_kernel, self.decoder_bias, self.output_bias
+        kernel, bias, out_bias, out_conv = self.decoder_kernel, self.decoder_bias, self.output_bias, self.output_conv
         if cols is not None:
             kernel, bias, out_bias = kernel[cols], bias[cols], out_bias[cols]
+            out_conv = out_conv if self.config.tie_filters else out_conv[cols]
         m, k_out, d = kernel.shape
         if self._folds_output_conv():
-            folded = mix_middle(self.output_conv.T, kernel).reshape(m * self.n_outputs, d)
-            logits = contract("bd,xd->bx", h, folded, precision=self.config.matmul_precision)
-            logits = add_to_every_row(logits.reshape(-1, m, self.n_outputs), mix_last(bias, self.output_conv) + out_bias)
+            if self.config.tie_filters:
+                folded, folded_bias = mix_middle(out_conv.T, kernel), mix_last(bias, out_conv)
+            else:
+                folded = contract("mko,mkd->mod", out_conv, kernel, precision=self.config.matmul_precision)
+                folded_bias = jnp.einsum("mk,mko->mo", bias, out_conv)
+            logits = contract("bd,xd->bx", h, folded.reshape(m * self.n_outputs, d), precision=self.config.matmul_precision)
+            logits = add_to_every_row(logits.reshape(-1, m, self.n_outputs), folded_bias + out_bias)
         else:
             y = contract("bd,xd->bx", h, kernel.reshape(m * k_out, d), precision=self.config.matmul_precision)
-            logits = add_to_every_row(self._output_conv(add_to_every_row(y.reshape(-1, m, k_out), bias)), out_bias)
+            logits = add_to_every_row(self._output_conv(add_to_every_row(y.reshape(-1, m, k_out), bias), out_conv), out_bias)
         return self.head(logits + self.row_offset(h)[:, None, :], self.cutpoints_at(cols))
 
     def entry_logits(self, h_entries, cols):
         """Logits (T, C) of row code h_entries[t] at column cols[t]: the observed entries only."""
         y = contract("td,tkd->tk", h_entries, self.decoder_kernel[cols], precision=self.config.matmul_precision)
-        raw = self._output_conv(y + self.decoder_bias[cols]) + self.output_bias[cols] + self.row_offset(h_entries)
+        out_conv = self.output_conv if self.config.tie_filters else self.output_conv[cols]
+        raw = self._output_conv(y + self.decoder_bias[cols], out_conv) + self.output_bias[cols] + self.row_offset(h_entries)
         return self.head(raw, self.cutpoints_at(cols))
 
     def logits_at_own_columns(self, h, columns):
@@ -221,9 +238,13 @@ class Conv4Rec(nn.Module):
             return True
         return self.config.matmul_precision == "bfloat16" and jax.default_backend() != "cpu"
 
-    def _output_conv(self, y):
-        """ψ(y) · B: the output 1x1 convolution (…, k') -> (…, C)."""
-        return mix_last(ACTIVATION_FNS[self.config.decoder_activation](y), self.output_conv)
+    def _output_conv(self, y, out_conv):
+        """ψ(y) · B: the output 1x1 convolution (…, k') -> (…, C); `out_conv` is B (k', C), or untied
+        the filters (…, k', C) of y's columns."""
+        y = ACTIVATION_FNS[self.config.decoder_activation](y)
+        if self.config.tie_filters:
+            return mix_last(y, out_conv)
+        return jnp.einsum("...k,...kc->...c", y, out_conv)
 
     def __call__(self, segment, col, channel, count, n_rows: int):
         """Full logits (n_rows, n_cols, C); used for initialisation and small-catalogue checks."""

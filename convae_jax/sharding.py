@@ -4,7 +4,9 @@ catalogue's columns (`model`), and where every parameter, optimiser moment and b
 Column-indexed parameters (`COLUMN_PARAMS`, and per-column cut-points) are split on their first
 axis over `model`; everything else is replicated. A catalogue whose size `model` does not divide is
 padded with zero columns, which stay zero (no data, no L2 gradient, masked out of every softmax) and
-never leave the devices: `to_host` strips them, so checkpoints and model files keep today's format.
+never leave the devices in model files: `to_host` strips them, so those keep today's format.
+Checkpoints store the arrays as the devices hold them, padding included, and restore onto any
+layout through `Layout.abstract` (see `convae_jax.checkpoint`).
 """
 
 from __future__ import annotations
@@ -99,6 +101,14 @@ class Layout:
     def place(self, tree):
         """A host tree (today's shapes) padded and put on the mesh with `shardings`."""
         return jax.device_put(self.pad(tree), self.shardings(tree))
+
+    def abstract(self, tree):
+        """ShapeDtypeStructs of a tree of today's shapes (arrays or ShapeDtypeStructs) once padded,
+        each carrying the sharding this layout gives it: the target that restores a checkpoint,
+        written on any mesh, straight onto this one (`checkpoint.read_checkpoint`)."""
+        padded = jax.eval_shape(self.pad, tree)
+        return jax.tree_util.tree_map(lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+                                      padded, self.shardings(padded))
 
     def to_host(self, tree):
         """The tree on the host as numpy arrays in today's shapes: padding columns dropped. With

@@ -330,11 +330,12 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
     progress = _Progress()
     if checkpoint_dir is not None:
         fingerprint = data_fingerprint(train, validation, *(() if inputs is None else (inputs,)))
-        checkpoints = CheckpointDir(checkpoint_dir, config=config, fingerprint=fingerprint)
+        checkpoints = CheckpointDir(checkpoint_dir, config=config, fingerprint=fingerprint, columns=matrix.n_cols)
         if not resume and checkpoints.complete():
             raise CheckpointError(f"{checkpoint_dir} already holds checkpoints; resume the run or use a new directory")
         template = host_state_shapes(model=model, tx=tx)
-        found = checkpoints.latest({"state": template, "best": template.params}) if resume else None
+        targets = {"state": layout.abstract(template), "best": layout.abstract(template.params)}
+        found = checkpoints.latest(targets) if resume else None
         if found is not None:
             state, progress = _restore(found, layout, shuffle_rng, tc.seed)
 
@@ -353,11 +354,12 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
             state, loss = step(state, batch)
             batch_losses.append(loss)
         saving = checkpoints is not None and (epoch % tc.checkpoint_every == 0 or epoch == tc.max_epochs)
-        # The whole state comes to the host only when it is checkpointed anyway.
-        host = layout.to_host(state if saving else TrainState(state.params, None, None))
+        # The whole state comes to the host, for the divergence guard, only when it is checkpointed.
         batch_losses = np.asarray(jax.device_get(batch_losses))
-        params = layout.to_host(evaluated_weights(state, config)) if tc.weight_average else host.params
-        _guard_divergence(batch_losses, host, epoch=epoch, first_step=first_step, checkpoints=checkpoints)
+        # The whole state is checked where it lies when it is checkpointed, the parameters otherwise.
+        _guard_divergence(batch_losses, _all_finite(state if saving else state.params), epoch=epoch,
+                          first_step=first_step, checkpoints=checkpoints)
+        params = layout.to_host(evaluated_weights(state, config))
         train_loss = float(np.mean(batch_losses))
         seconds = time.perf_counter() - start
         validating = epoch % tc.validate_every == 0 or epoch == tc.max_epochs
@@ -385,12 +387,11 @@ def fit(train: Interactions, config: Config, *, validation: Interactions | None 
         progress.epoch = epoch
         progress.finished = (validating and progress.since_best >= tc.patience) or epoch == tc.max_epochs
         if checkpoints is not None and (saving or progress.finished):
-            if not saving:  # early-stopped between checkpoints: fetch and check the whole state now
-                host = layout.to_host(state)
-                _guard_divergence(batch_losses, host, epoch=epoch, first_step=first_step, checkpoints=checkpoints)
-            if is_writer():
-                checkpoints.save(epoch, {"state": host, "best": progress.best_params},
-                                 progress.to_json(shuffle_rng, tc.seed))
+            if not saving:  # early-stopped between checkpoints: check the whole state now
+                _guard_divergence(batch_losses, _all_finite(state), epoch=epoch, first_step=first_step,
+                                  checkpoints=checkpoints)
+            checkpoints.save(epoch, {"state": state, "best": progress.best_params},
+                             progress.to_json(shuffle_rng, tc.seed))
     bar.close()
     if progress.best_params is None:
         raise ConvaeError(f"no epoch produced a finite validation {tc.select_metric}")
@@ -460,25 +461,31 @@ class _Progress:
 
 
 def _restore(found, layout: Layout, shuffle_rng: np.random.Generator, seed: int) -> tuple[TrainState, _Progress]:
-    """Train state (placed on the mesh) and loop progress from a checkpoint; the shuffling
-    generator is reset in place."""
+    """Train state (restored onto the mesh, `Layout.abstract`) and loop progress from a checkpoint;
+    the shuffling generator is reset in place."""
     loop = found.loop
     if loop["root_key"] != root_key_data(seed):
         raise CheckpointError(f"{found.path}: written with another root PRNG key")
     shuffle_rng.bit_generator.state = loop["shuffle_rng"]
-    restored = layout.place(found.trees["state"])
+    best = found.trees.get("best")
     progress = _Progress(epoch=found.epoch, history=[EpochRecord(**r) for r in loop["history"]],
-                         best_params=found.trees.get("best"), best_score=float(loop["best_score"]),
+                         best_params=None if best is None else layout.to_host(best), best_score=float(loop["best_score"]),
                          since_best=int(loop["since_best"]), finished=bool(loop["finished"]))
-    return TrainState(*restored), progress
+    return TrainState(*found.trees["state"]), progress
 
 
-def _guard_divergence(batch_losses: np.ndarray, host_state, *, epoch: int, first_step: int, checkpoints) -> None:
+def _all_finite(tree) -> bool:
+    """Whether every entry of a tree of device arrays is finite, reduced where they lie (one
+    scalar comes to the host, the same on every process)."""
+    return bool(jax.jit(lambda leaves: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])))(
+        jax.tree_util.tree_leaves(tree)))
+
+
+def _guard_divergence(batch_losses: np.ndarray, state_finite: bool, *, epoch: int, first_step: int, checkpoints) -> None:
     """TrainingDiverged naming the first update (1-based) whose loss or gradients were
-    unusable (see `make_train_step`); or, if only the state on the host (parameters, plus the optimiser state when
-    checkpointing) is, the epoch's last update."""
+    unusable (see `make_train_step`); or, if only the state (parameters, plus the optimiser state
+    when checkpointing; `state_finite` says whether all of it is finite) is, the epoch's last update."""
     bad = np.flatnonzero(~np.isfinite(batch_losses))
-    state_finite = all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(host_state))
     if bad.size == 0 and state_finite:
         return
     if bad.size:

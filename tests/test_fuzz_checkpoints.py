@@ -19,9 +19,9 @@ import pytest
 from hypothesis import strategies as st
 
 from convae_jax import config as config_lib
-from convae_jax.checkpoint import FILES, CheckpointDir, data_fingerprint, read_checkpoint
+from convae_jax.checkpoint import CheckpointDir, data_fingerprint, read_checkpoint
 from convae_jax.errors import CheckpointError, ModelFileError
-from convae_jax.io import load_model, save_model
+from convae_jax.io import files_under, load_model, save_model
 from convae_jax.model import build_model, init_params
 from convae_jax.predict import FittedModel
 from convae_jax.train import TrainState, make_optimizer
@@ -94,7 +94,8 @@ def test_checksum_refuses_every_damaged_checkpoint_file(saved, n):
                 found = resumable.latest(saved["templates"])
             assert found.epoch == 1 and found.loop["note"] == 1  # the last good one is used
 
-    run_fuzz(check_checkpoint, damages(list(FILES) + ["manifest.json"]), n)
+    every_file = files_under(saved["root"] / "checkpoints" / "epoch-000002") + ["manifest.json"]  # orbax's files too
+    run_fuzz(check_checkpoint, damages(every_file), n)
 
 
 @pytest.mark.parametrize("n", BUDGETS)
@@ -120,11 +121,18 @@ def test_intact_checkpoint_round_trips_exactly(saved):
 def test_leftover_of_a_cut_write_is_ignored_and_cleaned(saved, tmp_path):
     directory = tmp_path / "checkpoints"
     shutil.copytree(saved["root"] / "checkpoints", directory)
-    partial = directory / "epoch-000003.tmp"
-    partial.mkdir()
-    (partial / "arrays.npz").write_bytes(b"PK\x03\x04 cut short")
+    partial = directory / "epoch-000003.tmp" / "arrays.orbax-checkpoint-tmp-1"  # orbax's own partial write
+    partial.mkdir(parents=True)
+    (partial / "manifest.ocdbt").write_bytes(b"cut short")
     resumable = CheckpointDir(directory, config=saved["config"], fingerprint=saved["fingerprint"])
     assert resumable.latest(saved["templates"]).epoch == 2
     state = saved["templates"]["state"]
     resumable.save(3, {"state": state, "best": None}, {"note": 3})
     assert sorted(p.name for p in directory.iterdir()) == ["epoch-000002", "epoch-000003"]
+
+
+def test_a_checkpoint_of_another_mesh_resumes(saved):
+    """The mesh is not part of a run's identity: the arrays restore onto any layout (test_mesh.py)."""
+    other_mesh = saved["config"].override(["mesh.data=2", "mesh.model=4"])
+    resumable = CheckpointDir(saved["root"] / "checkpoints", config=other_mesh, fingerprint=saved["fingerprint"])
+    assert resumable.latest(saved["templates"]).epoch == 2

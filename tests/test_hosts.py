@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import socket
 import subprocess
 import sys
@@ -17,9 +19,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 240  # a process that has not finished by then has hung: the test fails
 RTOL = 1e-5
-EPOCHS = 6
+EPOCHS = 10
+KILLS = 3
+# Adam at the default step: the testing preset's 1e-2 lets fp32 rounding between the two meshes
+# grow past 1e-5 in 10 epochs (2.6e-5 in the validation RMSE).
 TRAIN = ["train", "--preset", "testing", "--set", "mesh.model=2", "--set", f"train.max_epochs={EPOCHS}",
-         "--set", f"train.patience={EPOCHS}"]
+         "--set", f"train.patience={EPOCHS}", "--set", "train.learning_rate=1e-3"]
 
 
 def free_port() -> int:
@@ -77,9 +82,9 @@ def test_two_processes_train_as_one_and_survive_a_lost_process(tmp_path):
     """2 processes × 2 devices (a 2×2 mesh: `data` across processes, `model` within each):
     - train to the losses, validation metrics, parameters and test metrics of 1 process × 4
       devices; process 0 alone writes the run and prints;
-    - with process 1 killed once the first checkpoint is written, process 0 exits within 2 minutes
-      with a one-line error naming process 1; resumed on both processes, the run ends bit for bit
-      where the uninterrupted one did."""
+    - killed KILLS times (one of the two processes, at a random moment after each new checkpoint):
+      the other exits within 2 minutes with a one-line error naming it; resumed on both processes
+      each time, the run ends bit for bit where the uninterrupted one did."""
     run_cluster(TRAIN + ["--workdir", str(tmp_path / "two")], processes=2, devices=2, logs=tmp_path / "logs-two")
     run_cluster(TRAIN + ["--workdir", str(tmp_path / "one")], processes=1, devices=4, logs=tmp_path / "logs-one")
     two, one = read_run(tmp_path / "two"), read_run(tmp_path / "one")
@@ -95,26 +100,39 @@ def test_two_processes_train_as_one_and_survive_a_lost_process(tmp_path):
     # gloo itself prints its connections ("[Gloo] Rank 1 is connected to …"); nothing else may.
     assert [line for line in (tmp_path / "logs-two" / "1.out").read_text().splitlines() if not line.startswith("[Gloo]")] == []
 
-    run = tmp_path / "killed"
-    running = start_cluster(TRAIN + ["--workdir", str(run)], processes=2, devices=2, logs=tmp_path / "logs-killed")
-    try:
-        deadline = time.monotonic() + TIMEOUT_S
-        while not list((run / "checkpoints").glob("epoch-*[0-9]")) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        running[1].kill()
-        killed_at = time.monotonic()
-        code = running[0].wait(timeout=120)
-        stopped_after = time.monotonic() - killed_at
-    finally:
-        kill(running)
-    error = (tmp_path / "logs-killed" / "0.err").read_text()
-    assert code != 0 and stopped_after < 120, error[-3000:]
-    assert "convae: error: process 1 was lost" in error, error[-3000:]
+    run, rng = tmp_path / "killed", random.Random(5)
+    for kill_number in range(KILLS):
+        logs = tmp_path / f"logs-kill-{kill_number}"
+        args = TRAIN + ["--workdir", str(run)] if kill_number == 0 else ["train", "--resume", str(run)]
+        before = checkpoints(run)
+        running = start_cluster(args, processes=2, devices=2, logs=logs)
+        victim = rng.randrange(2)
+        try:
+            deadline = time.monotonic() + TIMEOUT_S
+            while checkpoints(run) == before and time.monotonic() < deadline:  # each resume makes progress
+                time.sleep(0.1)
+            time.sleep(rng.uniform(0.0, 1.0))
+            running[victim].kill()
+            killed_at = time.monotonic()
+            code = running[1 - victim].wait(timeout=120)
+            stopped_after = time.monotonic() - killed_at
+        finally:
+            kill(running)
+        error = (logs / f"{1 - victim}.err").read_text()
+        assert code != 0 and stopped_after < 120, error[-3000:]
+        # Our one line when the survivor's next collective fails; JAX's own fatal error, naming the
+        # task, when the coordinator misses the lost one's heartbeats first (a kill mid-collective).
+        assert (f"convae: error: process {victim} was lost" in error
+                or re.search(rf"stopped sending heartbeats\):\s*{victim}\s", error)), error[-3000:]
     run_cluster(["train", "--resume", str(run)], processes=2, devices=2, logs=tmp_path / "logs-resumed")
     resumed = read_run(run)
     assert [r["train_loss"] for r in resumed["history"]] == [r["train_loss"] for r in two["history"]]
     for name, value in two["params"].items():
         np.testing.assert_array_equal(resumed["params"][name], value, err_msg=name)
+
+
+def checkpoints(run: Path) -> list[str]:
+    return sorted(path.name for path in (run / "checkpoints").glob("epoch-*[0-9]")) if (run / "checkpoints").exists() else []
 
 
 def test_two_processes_each_reading_its_own_row_groups_train_as_one_process(tmp_path):

@@ -25,19 +25,19 @@ RTOL = 1e-5  # fp32: relative to each leaf's largest magnitude
 RTOL_NOISE_GRADIENTS = 1e-4
 
 
-def run_workers(*checks: tuple[str, ...], timeout: int) -> list[dict]:
-    """The JSON that each `mesh_worker.py CHECK ARGS…` prints, the checks run side by side; one
-    that runs past `timeout` is killed and fails."""
+def run_workers(*checks: tuple[str, ...], timeout: int, worker: Path = WORKER) -> list[dict]:
+    """The JSON that each `worker CHECK ARGS…` (default `mesh_worker.py`) prints last, the checks
+    run side by side; one that runs past `timeout` is killed and fails, and so are the others."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                JAX_PLATFORMS="cpu")
-    running = [subprocess.Popen([sys.executable, str(WORKER), *check], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    running = [subprocess.Popen([sys.executable, str(worker), *check], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=env, cwd=ROOT) for check in checks]
     results = []
     try:
         for process in running:
             out, err = process.communicate(timeout=timeout)
             assert process.returncode == 0, err[-3000:]
-            results.append(json.loads(out))
+            results.append(json.loads(out.strip().splitlines()[-1]))
     finally:
         for process in running:
             if process.poll() is None:

@@ -294,3 +294,56 @@ def test_propensity_knob_is_checked():
         config_lib.testing().override(["model.rating_propensity='dr'"])
     with pytest.raises(ConfigError, match="propensity_floor"):
         config_lib.testing().override(["model.propensity_floor=0.0"])
+
+
+def _tied_and_untied(small_data, fold):
+    """Tied and untied user-row modules on small_data, the untied one holding the tied filters at every column."""
+    cfg = config_lib.testing().override(["model.orientation=user", f"model.decoder_fold={fold}"])
+    matrix = RowMatrix.from_interactions(small_data, orientation="user")
+    tied = build_model(cfg.model, n_cols=matrix.n_cols, n_channels=small_data.n_channels)
+    untied = build_model(cfg.override(["model.tie_filters=False"]).model, n_cols=matrix.n_cols,
+                         n_channels=small_data.n_channels)
+    params = jax.jit(lambda key: jax.tree_util.tree_map(lambda p: p + 0.1 * jax.random.normal(key, p.shape),
+                                                        init_params(tied, jax.random.fold_in(key, 1))))(jax.random.key(2))
+    copies = {name: jnp.broadcast_to(params[name], (matrix.n_cols,) + params[name].shape)
+              for name in ("input_conv", "output_conv")}
+    return matrix, tied, untied, params, params | copies
+
+
+@pytest.mark.parametrize("fold", ["always", "never"])
+def test_untied_filters_all_equal_to_the_tied_one_give_the_tied_model(small_data, fold):
+    """Per-column filters set to the tied filter at every column: the tied logits (up to float32
+    rounding: the contractions run in another order), on the per-entry path (one row) and the
+    table path (8 rows), at the observed entries, and gradients that sum over columns to the tied ones."""
+    matrix, tied, untied, params, copies = _tied_and_untied(small_data, fold)
+    assert untied._folds_output_conv() == (fold == "always")
+    batches = [next(iterate_batches(matrix, np.arange(rows), batch_rows=rows, budget=entry_budget(matrix.lengths, rows)))
+               for rows in (1, 8)]
+    args = [(b.segment, b.col, b.channel, b.count, rows) for b, rows in zip(batches, (1, 8))]
+    h, cols = jax.random.normal(jax.random.key(3), (5, 16)), jnp.array([0, 3, 3, 7, 39])
+    weights = jax.random.normal(jax.random.key(4), (8, matrix.n_cols, small_data.n_channels))
+
+    def outputs(module, p):  # one compiled program per module: logits of both batches, the table, entry logits
+        apply = lambda *a, **kw: module.apply({"params": p}, *a, **kw)
+        return ([apply(*a) for a in args] + [apply(method=Conv4Rec._input_table)]
+                + [apply(h, cols, method=Conv4Rec.entry_logits)])
+
+    scalar = lambda module, p: jnp.sum(weights * module.apply({"params": p}, *args[1]))
+    for got, want in zip(jax.jit(lambda p: outputs(untied, p))(copies), jax.jit(lambda p: outputs(tied, p))(params)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    got, want = jax.jit(jax.grad(lambda p: scalar(untied, p)))(copies), jax.jit(jax.grad(lambda p: scalar(tied, p)))(params)
+    for name in ("input_conv", "output_conv"):
+        np.testing.assert_allclose(got[name].sum(axis=0), want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_untied_parameter_count_and_refused_combinations():
+    cfg = config_lib.testing().override(["model.orientation=user", "model.tie_filters=False"])  # k = 4, d = 16, k' = 4
+    n, c = 30, 5
+    params = jax.eval_shape(lambda key: init_params(build_model(cfg.model, n_cols=n, n_channels=c), key), jax.random.key(0))
+    assert {name: leaf.size for name, leaf in params.items()} == {
+        "input_conv": n * c * 4, "encoder_kernel": n * 4 * 16, "encoder_bias": 16, "decoder_kernel": n * 16 * 4,
+        "decoder_bias": n * 4, "output_conv": n * 4 * c, "output_bias": n * c}
+    with pytest.raises(ConfigError, match="model.tie_filters=False needs model.orientation='user'"):
+        config_lib.testing().override(["model.tie_filters=False"])
+    with pytest.raises(ConfigError, match="model.tie_filters=False needs mesh.model=1"):
+        cfg.override(["mesh.model=2"])

@@ -255,3 +255,27 @@ def test_cli_prepare_writes_a_layout_and_refuses_bad_calls(tmp_path, capsys):
     assert main(["prepare", "--dataset", "ml-100k", "--out", str(tmp_path / "other")]) == 2
     assert "needs --data-dir" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["layout", "r.csv"]
+
+
+def test_hashed_holdouts_are_the_pairs_the_readers_leave_out(ml100k_layout):
+    """`convae train --prepared`'s split: ~10% test and ~5% validation pairs by a seeded hash, and
+    3 processes reading their own row groups with its filter read exactly the training pairs."""
+    from convae_jax import config as config_lib
+    from convae_jax.experiment import prepared_split
+
+    config = config_lib.testing().override(["model.orientation=user", "train.validation_fraction=0.05"])
+    train, validation, test, prepared = prepared_split(ml100k_layout.path, config)
+    assert train.nnz + validation.nnz + test.nnz == 100_000
+    assert abs(test.nnz - 10_000) < 400 and abs(validation.nnz - 5_000) < 300  # binomial sd ~95 and ~69
+    again = prepared_split(ml100k_layout.path, config.override(["eval.split_seed=1"]))[2]
+    assert not np.array_equal(np.sort(again.user * 2000 + again.item), np.sort(test.user * 2000 + test.item))
+    processes = [ProcessInput(ml100k_layout, process_index=p, process_count=3, parts=3, seed=1, batch_rows=24,
+                              budget=4096, keep=prepared.keep) for p in range(3)]
+    steps = max(reader.local_steps(1) for reader in processes)
+    pairs = []
+    for reader in processes:
+        for batch in reader.batches(1, steps=steps):
+            real = batch.count > 0
+            pairs.append(batch.row[batch.segment[real] % 8] * 2000 + batch.col[real])
+    expected = np.sort(train.user.astype(np.int64) * 2000 + train.item)
+    np.testing.assert_array_equal(np.sort(np.concatenate(pairs)), expected)

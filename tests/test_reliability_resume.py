@@ -158,4 +158,6 @@ def test_cli_refuses_to_overwrite_a_run_or_to_change_it_on_resume(tmp_path, caps
     assert "already holds a run; continue it with --resume" in capsys.readouterr().err
     assert not (run_dir / "run.json").exists()
     assert main(["train", "--resume", str(run_dir), "--set", "train.seed=3"]) == 2
-    assert "drop --workdir, --set, --dataset, --data-dir and --ratings" in capsys.readouterr().err
+    assert "a resumed run keeps its config; only its mesh may change" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run_dir), "--workdir", str(tmp_path / "other")]) == 2
+    assert "drop --workdir, --dataset, --data-dir, --ratings and --prepared" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""`python -m theory certify|bounds [--quick] [--out DIR]`: the same as `convae theory ...`."""
+"""`python -m theory certify|bounds|pacbayes|compress [--quick] [--out DIR]`: the same as `convae theory ...`."""
 
 import sys
 

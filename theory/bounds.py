@@ -19,7 +19,8 @@ augmented with a constant coordinate so that biases are entries (M̃ = [[M, b], 
                         when B has full column rank; the residual is reported)
     4. output 1x1 conv  I_n ⊗ Bᵀ   (B (k', C) shared by every item)
 `naive` counts each conv as the n-fold block-diagonal matrix with n untied blocks; `shared`
-counts its filter once.
+counts its filter once. An untied model (`model.tie_filters=False`: A (n, C, k), B (n, k', C)) has
+n distinct blocks, counted n times in both variants: for it `shared` and `naive` coincide.
 
 Every bound has the form (Mohri, Rostamizadeh & Talwalkar 2018, Thm 3.3, scaled to [0, b])
     R_γ(f) − R̂_γ(f) ≤ 2 ℜ̂_N(ℓ_γ∘F) + 3 b √((ln(2/δ') + c) / (2N)),
@@ -125,28 +126,31 @@ def _dense(name, kernel, bias, kernel0, bias0, *, last=False) -> LayerNorms:
 
 
 def _conv(name, filt, filt0, n: int, *, variant: str, last=False) -> LayerNorms:
-    """The 1x1 conv I_n ⊗ filtᵀ (filt: (in, out)), augmented unless `last`, without building it:
-    its singular values are the filter's, repeated n times (plus 1 for the constant row)."""
-    copies = n if variant == "naive" else 1
+    """The 1x1 conv diag(filt_1ᵀ, …, filt_nᵀ) (filt: (in, out) tied, every block the same, or
+    (n, in, out) untied), augmented unless `last`, without building it: its singular values are
+    the blocks' (plus 1 for the constant row). A tied filter counts n times under `naive`."""
+    blocks = np.asarray(filt, np.float64).reshape((-1,) + np.shape(filt)[-2:])
+    delta = blocks - np.asarray(filt0, np.float64).reshape(blocks.shape)
+    copies = n // len(blocks) if variant == "naive" else 1
     constant = 0.0 if last else 1.0
-    delta = np.asarray(filt, np.float64) - filt0
     return LayerNorms(
         name,
-        spectral=max(spectral_norm(filt), constant),
-        frobenius=math.sqrt(copies * frobenius_norm(filt) ** 2 + constant),
-        distance_2_1=copies * norm_2_1(delta),
+        spectral=max(max(spectral_norm(block) for block in blocks), constant),
+        frobenius=math.sqrt(copies * frobenius_norm(blocks) ** 2 + constant),
+        distance_2_1=copies * sum(norm_2_1(block) for block in delta),
         distance_frobenius=math.sqrt(copies) * frobenius_norm(delta),
-        n_params=copies * filt.size,
-        width=n * filt.shape[1] + int(not last),
+        n_params=copies * blocks.size,
+        width=n * blocks.shape[2] + int(not last),
     )
 
 
 def output_bias_into_decoder(params) -> tuple[np.ndarray, float]:
     """b_dec' = b_dec + β B⁺ (n, k'), and the largest |b_dec'·B − (b_dec·B + β)| (0 when B has
-    full column rank)."""
+    full column rank, so k' >= C). Untied: per column, with B_i⁺."""
     b_dec, beta, out = (np.asarray(params[k], np.float64) for k in ("decoder_bias", "output_bias", "output_conv"))
-    moved = b_dec + beta @ np.linalg.pinv(out)
-    residual = float(np.max(np.abs(moved @ out - (b_dec @ out + beta)), initial=0.0))
+    out = np.broadcast_to(out, (len(b_dec),) + out.shape[-2:])
+    moved = b_dec + np.einsum("nc,nck->nk", beta, np.linalg.pinv(out))
+    residual = float(np.max(np.abs(np.einsum("nk,nkc->nc", moved - b_dec, out) - beta), initial=0.0))
     return moved, residual
 
 
@@ -232,11 +236,12 @@ def ledent_layers(params, params0, inputs: Interactions, targets: Interactions) 
     """The chain A, W̃_enc, W̃_dec, B of the module docstring as Ledent layers, with each layer's
     input patch norm measured on the users of `targets` (inputs ℓ2-normalised, built from `inputs`):
     patches are x_u[i, :] for A, [Z_u; 1] (Z_u = x_u A, all items) for W̃_enc, [h_u; 1] for W̃_dec
-    and Y_u[i, :] (Y_u = W̃_dec [h_u; 1], per item) for B."""
+    and Y_u[i, :] (Y_u = W̃_dec [h_u; 1], per item) for B. Untied filters (A (n, C, k)) make A and B
+    dense block-diagonal layers: each filter counts in a_l, and their patches are the whole x_u, Y_u."""
     p, p0 = _float64(params), _float64(params0)
     n, k, d = p["encoder_kernel"].shape
     a, b_out = p["input_conv"], p["output_conv"]
-    c, k_out = a.shape[0], b_out.shape[0]
+    c, k_out = a.shape[-2], b_out.shape[-2]
     enc = np.concatenate([p["encoder_kernel"].reshape(n * k, d).T, p["encoder_bias"][:, None]], axis=1)
     enc0 = np.concatenate([p0["encoder_kernel"].reshape(n * k, d).T, p0["encoder_bias"][:, None]], axis=1)
     moved, _ = output_bias_into_decoder(p)
@@ -251,17 +256,24 @@ def ledent_layers(params, params0, inputs: Interactions, targets: Interactions) 
     np.add.at(x, (position[known], inputs.item[known], inputs.channel[known]), inputs.count[known])
     norms = np.sqrt(np.sum(x**2, axis=(1, 2)))
     x /= np.where(norms > 0, norms, 1.0)[:, None, None]
-    z = np.concatenate([(x @ a).reshape(users.size, n * k), np.ones((users.size, 1))], axis=1)
+    z = np.concatenate([np.einsum("unc,nck->unk", x, np.broadcast_to(a, (n,) + a.shape[-2:])).reshape(users.size, n * k),
+                        np.ones((users.size, 1))], axis=1)
     h = np.concatenate([np.maximum(z @ enc.T, 0.0), np.ones((users.size, 1))], axis=1)
     y = (h @ dec.T).reshape(users.size, n, k_out)
     patch = lambda v, axes: float(np.sqrt(np.max(np.sum(v**2, axis=axes))))
-    root_n = math.sqrt(n)
+    blocks = lambda m: m.reshape((-1,) + m.shape[-2:])
+    # tied: A and B convolve n positions (patches per item); untied: dense block-diagonal layers, one
+    # position whose patch is the whole input (sharing is what lets a filter read one item at a time)
+    tied = a.ndim == 2
+    side, positions, axes = (math.sqrt(n), n, -1) if tied else (1.0, 1, (-2, -1))
     return [
-        LedentLayer("input_conv", norm_2_1(a - p0["input_conv"]), spectral_norm(a), patch(x, -1), root_n, n, k),
-        LedentLayer("encoder", norm_2_1((enc - enc0).T), spectral_norm(enc), patch(z, -1), root_n, 1, d),
-        LedentLayer("decoder", norm_2_1((dec - dec0).T), spectral_norm(dec), patch(h, -1), 1.0, n, k_out),
-        LedentLayer("output_conv", frobenius_norm(b_out - p0["output_conv"]), float(np.max(np.linalg.norm(b_out, axis=0))),
-                    patch(y, -1), root_n, 1, n * c),
+        LedentLayer("input_conv", sum(norm_2_1(block) for block in blocks(a - p0["input_conv"])),
+                    max(spectral_norm(block) for block in blocks(a)), patch(x, axes), side, positions, k * n // positions),
+        LedentLayer("encoder", norm_2_1((enc - enc0).T), spectral_norm(enc), patch(z, -1), side, 1, d),
+        LedentLayer("decoder", norm_2_1((dec - dec0).T), spectral_norm(dec), patch(h, -1), 1.0, positions,
+                    k_out * n // positions),
+        LedentLayer("output_conv", frobenius_norm(b_out - p0["output_conv"]), float(np.max(np.linalg.norm(b_out, axis=-2))),
+                    patch(y, axes), side, 1, n * c),
     ]
 
 
@@ -277,16 +289,17 @@ def dudley(log_cover, *, b: float, n: int) -> float:
 
 
 def bound_values(layers: list[LayerNorms], inputs: InputNorms, *, n_outputs: int, delta: float = DELTA,
-                 smoothing: float = SMOOTHING) -> dict:
+                 smoothing: float = SMOOTHING, union: int = len(REPORTED)) -> dict:
     """{form: {'complexity': 2ℜ̂, 'concentration', 'budget_cost': c, 'norm_term', 'bound'}} for
     spectral, frobenius and parameter_count on one variant's layers (module docstring), each at
-    norm budgets rounded up on the grid, at confidence δ/len(REPORTED). `norm_term` is the
-    product of norms that ℜ̂ is linear in (R_A, Π‖M̃‖_F; for parameter_count Π s, inside a log)."""
+    norm budgets rounded up on the grid, at confidence δ/union (`union`: the bounds that share δ,
+    by default the REPORTED ones of one model). `norm_term` is the product of norms that ℜ̂ is
+    linear in (R_A, Π‖M̃‖_F; for parameter_count Π s, inside a log)."""
     n = inputs.n_draws
     b = loss_range(n_outputs, smoothing)
     depth, width = len(layers), max(layer.width for layer in layers)
     x_norm = inputs.data_frobenius
-    log_delta = math.log(2 * len(REPORTED) / delta)
+    log_delta = math.log(2 * union / delta)
     concentration = lambda cost: 3 * b * math.sqrt((log_delta + cost) / (2 * n))
     out = {"loss_range": b, "depth": depth, "max_width": width, "n_params": int(sum(layer.n_params for layer in layers))}
 
@@ -311,7 +324,7 @@ def bound_values(layers: list[LayerNorms], inputs: InputNorms, *, n_outputs: int
 
 
 def ledent_bound(layers: list[LedentLayer], *, n: int, n_outputs: int, delta: float = DELTA,
-                 smoothing: float = SMOOTHING) -> dict:
+                 smoothing: float = SMOOTHING, union: int = len(REPORTED)) -> dict:
     """The `ledent` entry of `bound_values`: ℓ_γ/b is (2/b)-Lipschitz in ‖·‖_∞, as a ramp loss of
     margin γ on the margin operator (itself 2-Lipschitz in ‖·‖_∞) is (2/γ)-Lipschitz: so the margin
     is b, and ℜ̂(ℓ_γ∘F) = b · ℜ̂(ℓ_γ/b∘F). Every a_l, ρ_l and b_l enters the budget grid."""
@@ -321,7 +334,7 @@ def ledent_bound(layers: list[LedentLayer], *, n: int, n_outputs: int, delta: fl
     budgeted = [dataclasses.replace(layer, distance=rounded[3 * i], lipschitz=rounded[3 * i + 1],
                                     input_patch_norm=rounded[3 * i + 2]) for i, layer in enumerate(layers)]
     detail = ledent_complexity(budgeted, margin=b, n=n)
-    log_delta = math.log(2 * len(REPORTED) / delta)
+    log_delta = math.log(2 * union / delta)
     entry = _entry(b * detail["rademacher"], cost, detail["R"],
                    lambda c: 3 * b * math.sqrt((log_delta + c) / (2 * n)))
     return entry | {"r": detail["r"], "Gamma": detail["Gamma"]}
@@ -339,9 +352,19 @@ def initial_params(model: FittedModel):
     return jax.jit(lambda key: init_params(module, key))(jax.random.fold_in(jax.random.key(model.config.train.seed), 0))
 
 
-def model_bounds(model: FittedModel, targets: Interactions, params0=None) -> dict:
+FILTERS = ("input_conv", "output_conv")  # the 1x1 convolutions A and B
+
+
+def untied_filters(params, n: int) -> dict:
+    """The same network with each tied filter copied to all n columns (A (n, C, k), B (n, k', C)):
+    what `naive` reads, as an untied model's parameters."""
+    return dict(params) | {name: np.broadcast_to(params[name], (n,) + np.shape(params[name])[-2:]) for name in FILTERS}
+
+
+def model_bounds(model: FittedModel, targets: Interactions, params0=None, *, union: int = len(REPORTED)) -> dict:
     """Every bound of a user-row model whose encoder reads `model.train` (S_in, ℓ2-normalised)
-    and whose loss scored `targets` (S_tgt, independent of S_in), with the quantities they read."""
+    and whose loss scored `targets` (S_tgt, independent of S_in), with the quantities they read;
+    each at δ/`union` (default: the REPORTED bounds of this one model share δ)."""
     mc = model.config.model
     if (mc.orientation != "user" or mc.decoder_activation != "identity" or mc.encoder_activation not in ("relu", "identity")
             or mc.rating_head != "categorical" or mc.input_norm != "l2"):
@@ -358,8 +381,8 @@ def model_bounds(model: FittedModel, targets: Interactions, params0=None) -> dic
     for variant in VARIANTS:
         layers = layer_norms(model.params, params0, variant=variant)
         out[variant] = {"layers": [dataclasses.asdict(layer) for layer in layers],
-                        **bound_values(layers, inputs, n_outputs=n_outputs)}
+                        **bound_values(layers, inputs, n_outputs=n_outputs, union=union)}
     chain = ledent_layers(model.params, params0, model.train, targets)
-    out["shared"]["ledent"] = ledent_bound(chain, n=inputs.n_draws, n_outputs=n_outputs)
+    out["shared"]["ledent"] = ledent_bound(chain, n=inputs.n_draws, n_outputs=n_outputs, union=union)
     out["shared"]["ledent_layers"] = [dataclasses.asdict(layer) for layer in chain]
     return out

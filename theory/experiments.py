@@ -23,7 +23,7 @@ import numpy as np
 
 from convae_jax.train import validated_epochs
 from theory import bounds as bounds_lib
-from theory import pacbayes_report, plots, rates, reporting
+from theory import capacity_report, compress_report, pacbayes_report, plots, rates, reporting
 from theory.certificate import CERT_SMOOTHING, certify
 from theory.estimators import (
     GlobalPopularity,
@@ -38,7 +38,7 @@ from theory.recovery import population_log_loss, recovery_distances
 from theory.synthetic import conditional_entropy, draw_samples, make_truth
 
 ESTIMATORS = ("model", "per_user_empirical", "global_popularity") + tuple(f"low_rank_{r}" for r in RANKS)
-EXPERIMENTS = ("certify", "bounds", "pacbayes")
+EXPERIMENTS = ("certify", "bounds", "pacbayes", "compress", "catalogue", "sharing")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +71,14 @@ PRESETS = {
     # the bounds check's split-mode model; N = 2·10⁴ … 1.8·10⁵, the acceptance's sizes (theory/pacbayes_run.py)
     ("pacbayes", "full"): Preset("full", {}, (20_000, 60_000, 180_000), (0, 1)),
     ("pacbayes", "quick"): Preset("quick", QUICK_TRUTH, (1_600, 6_400), (0,), QUICK_OVERRIDES),
+    # the same model and sizes; the grid of subspaces and levels is theory/compress_run.py's GRIDS
+    ("compress", "full"): Preset("full", {}, (20_000, 60_000, 180_000), (0, 1)),
+    ("compress", "quick"): Preset("quick", QUICK_TRUTH, (1_600, 6_400), (0,), QUICK_OVERRIDES),
+    # the catalogue and sharing grids live in theory/capacity.py; the sizes here are the fixed N
+    ("catalogue", "full"): Preset("full", {}, (20_000,), (0, 1)),
+    ("catalogue", "quick"): Preset("quick", {"n_users": 100}, (1_600,), (0,), QUICK_OVERRIDES),
+    ("sharing", "full"): Preset("full", {}, (10_000,), (0,)),
+    ("sharing", "quick"): Preset("quick", {"n_users": 100}, (1_600,), (0,), QUICK_OVERRIDES),
 }
 
 
@@ -159,7 +167,7 @@ def certify_rates(runs) -> dict:
     }
 
 
-def _risks(truth, entropy: float, estimator, targets) -> dict:
+def risks(truth, entropy: float, estimator, targets) -> dict:
     """Empirical risk on the scored draws, exact population risk, their gap, plain and γ-smoothed
     (γ = bounds.SMOOTHING, the loss the bounds are about), and the excess risk E_u KL."""
     out = {}
@@ -189,7 +197,7 @@ def per_user_leakage(truth, entropy: float, samples) -> dict:
     out = {}
     for mode, built_on in (("same_sample", samples.targets), ("split", samples.inputs)):
         estimator = PerUserEmpirical(built_on).select(samples.cert)
-        out[mode] = _risks(truth, entropy, estimator, samples.targets) | {
+        out[mode] = risks(truth, entropy, estimator, samples.targets) | {
             "alpha": estimator.alpha, "hoeffding": _hoeffding(estimator, samples.targets)}
     out["leakage"] = out["same_sample"]["log_loss"]["gap"] - out["split"]["log_loss"]["gap"]
     return out
@@ -206,9 +214,9 @@ def run_bounds(preset: Preset, *, log=print) -> dict:
         same, same_seconds = timed(fit_to_draws, s.targets, s.cert, config)
         run = {"n": n, "seed": seed, "fit_seconds": {"split": split_seconds, "same_sample": same_seconds},
                "epochs": {"split": len(split.history), "same_sample": len(same.history)},
-               "split": _risks(truth, entropy, ModelEstimator(split), s.targets)
+               "split": risks(truth, entropy, ModelEstimator(split), s.targets)
                | {"tv_joint": recovery_distances(truth, ModelEstimator(split))["tv_joint"]},
-               "same_sample": _risks(truth, entropy, ModelEstimator(same), s.targets)
+               "same_sample": risks(truth, entropy, ModelEstimator(same), s.targets)
                | {"tv_joint": recovery_distances(truth, ModelEstimator(same))["tv_joint"]},
                "per_user": per_user_leakage(truth, entropy, s),
                "bounds": bounds_lib.model_bounds(split, s.targets)}
@@ -271,17 +279,26 @@ def run_theory(experiment: str, *, quick: bool = False, out_dir: str | Path | No
 
 
 def _runner(experiment: str):
-    """The function that runs `experiment`; the PAC-Bayes one is imported here, since it builds
-    on this module's presets and configs."""
+    """The function that runs `experiment`; the PAC-Bayes, compression and capacity ones are imported here,
+    since they build on this module's presets and configs."""
     if experiment == "pacbayes":
         from theory.pacbayes_run import run_pacbayes
         return run_pacbayes
+    if experiment == "compress":
+        from theory.compress_run import run_compress
+        return run_compress
+    if experiment in ("catalogue", "sharing"):
+        from theory import capacity
+        return capacity.run_catalogue if experiment == "catalogue" else capacity.run_sharing
     return run_certify if experiment == "certify" else run_bounds
 
 
 REPORTS = {"certify": (reporting.certify_markdown, plots.certify_plot),
            "bounds": (reporting.bounds_markdown, plots.bounds_plot),
-           "pacbayes": (pacbayes_report.markdown, pacbayes_report.plot)}  # experiment -> (markdown, plot) writers
+           "pacbayes": (pacbayes_report.markdown, pacbayes_report.plot),
+           "compress": (compress_report.markdown, compress_report.plot),
+           "catalogue": (capacity_report.catalogue_markdown, capacity_report.catalogue_plot),
+           "sharing": (capacity_report.sharing_markdown, capacity_report.sharing_plot)}  # experiment -> (markdown, plot) writers
 
 
 def write_report(experiment: str, out_dir) -> None:

@@ -42,20 +42,24 @@ class DrawRisk:
         k = draws.n_items * n_channels
         log_floor, log_keep = float(np.log(smoothing / k)), float(np.log1p(-smoothing))
 
-        def risk(params):
-            h = module.apply({"params": params}, *inputs, n_rows, method=Conv4Rec.encode)
+        def risk(params, data):
+            (segment, col, channel, count), users, cells, weights = data
+            h = module.apply({"params": params}, segment, col, channel, count, n_rows, method=Conv4Rec.encode)
             logits = module.apply({"params": params}, h, method=Conv4Rec.column_logits).reshape(n_rows, k)
             log_q = jax.nn.log_softmax(logits, axis=-1)[users, cells]
             return -jnp.sum(weights * jnp.logaddexp(log_keep + log_q, log_floor))
 
+        # R̂(params, data) as a pure function, to differentiate or compose; the draws and inputs travel
+        # as an argument (`data`), not as constants that XLA would fold at every compilation
+        self.function, self.data = risk, (inputs, users, cells, weights)
         self._risk = jax.jit(risk)
-        self._sampled = jax.jit(jax.vmap(lambda key, mean, scales: risk(perturbed(key, mean, scales)),
-                                         in_axes=(0, None, None)))
+        self._sampled = jax.jit(jax.vmap(lambda key, mean, scales, data: risk(perturbed(key, mean, scales), data),
+                                         in_axes=(0, None, None, None)))
 
     def __call__(self, params) -> float:
-        return float(self._risk(params))
+        return float(self._risk(params, self.data))
 
     def sampled(self, key, mean, scales, *, draws: int, batch: int = 8) -> np.ndarray:
         """R̂(w_j) for `draws` weight draws w_j ∼ N(mean, diag σ²) from `key`, `batch` at a time."""
         keys = jax.random.split(key, -(-draws // batch) * batch).reshape(-1, batch)
-        return np.concatenate([np.asarray(self._sampled(chunk, mean, scales)) for chunk in keys])[:draws]
+        return np.concatenate([np.asarray(self._sampled(chunk, mean, scales, self.data)) for chunk in keys])[:draws]

@@ -67,6 +67,14 @@ def pac_bayes_kl_bound(*, empirical_risk: float, kl: float, n: int, delta: float
     return {"bound": bound, "epsilon": epsilon}
 
 
+def occam_bound(*, empirical_risk: float, bits: int, n: int, delta: float, loss_range: float) -> dict:
+    """The Occam bound of a model named by an L-bit word of a prefix-free code: with the prior
+    π(h) = 2^−L(h) (Σ π ≤ 1 by Kraft) and the point posterior on h, KL = L ln 2, so the bound of
+    `pac_bayes_kl_bound` holds for every model of the code at once (Langford 2005, Lotfi et al. 2022)."""
+    return pac_bayes_kl_bound(empirical_risk=empirical_risk, kl=bits * math.log(2), n=n, delta=delta,
+                              loss_range=loss_range)
+
+
 def monte_carlo_upper(risks, *, loss_range: float, delta: float) -> float:
     """Upper bound on R̂_B(Q) from the empirical risks R̂_B(w_j) of M i.i.d. draws w_j ∼ Q, each in
     [0, b]: the empirical-Bernstein bound at δ (module docstring)."""
