@@ -16,6 +16,7 @@ DECODER_FOLDS = ("auto", "always", "never")
 INPUT_NORMS = ("none", "l2")
 RATING_HEADS = ("categorical", "ordinal")
 CUTPOINTS = ("shared", "per_column")
+RATING_PROPENSITIES = ("none", "inverse")
 # Validation metrics that can pick the epoch, lower is better: the rating metrics of held-out pairs,
 # or the negated NDCG@100 of held-out users, which only a ranking scorer passed to `fit` returns.
 SELECT_METRICS = ("rmse", "nll", "neg_ndcg@100")
@@ -40,6 +41,8 @@ class ModelConfig:
     input_norm: str = "none"  # one of INPUT_NORMS: "l2" divides each row's input by the L2 norm of its full (pre-dropout) counts, as Mult-DAE/VAE do
     rating_head: str = "categorical"  # one of RATING_HEADS: "categorical" (a free logit per channel, the paper's) or "ordinal" (cumulative logit over the ordered levels; see Conv4Rec.head)
     cutpoints: str = "shared"  # one of CUTPOINTS, the ordinal head's cut-points θ: "shared" by every column, or "per_column" (a rating scale of its own per column: per user under item rows)
+    rating_propensity: str = "none"  # one of RATING_PROPENSITIES: "inverse" weighs each rating's explicit term by the model's own inverse propensity of observing the pair, self-normalised per row, gradients stopped (docs/model.md, "Exposure-corrected rating term"; losses.propensity_weights); "none", the paper's unweighted term
+    propensity_floor: float = 0.05  # in (0, 1]: the smallest propensity an inverse weight is computed from (weights <= 1 / floor before normalising); read only with rating_propensity="inverse"
     tie_filters: bool = True  # True: the 1x1 convolutions A (C x k) and B (k' x C) are shared by every column (the paper's); False: each column has its own A and B (untied, user rows on one model shard only)
     row_offsets: bool = False  # add h·V (V: d x C) to every column's logits: a row's rating offset from its code (see Conv4Rec.row_offset)
     matmul_precision: str = "default"  # one of MATMUL_PRECISIONS: "default" (backend's: exact fp32 on CPU, TF32 on Ampere+ GPUs), "float32", "tensorfloat32", "bfloat16" (bf16 operands, fp32 accumulation)
@@ -113,6 +116,8 @@ class Config:
             (m.input_norm in INPUT_NORMS, f"model.input_norm must be one of {INPUT_NORMS}"),
             (m.rating_head in RATING_HEADS, f"model.rating_head must be one of {RATING_HEADS}"),
             (m.cutpoints in CUTPOINTS, f"model.cutpoints must be one of {CUTPOINTS}"),
+            (m.rating_propensity in RATING_PROPENSITIES, f"model.rating_propensity must be one of {RATING_PROPENSITIES}"),
+            (0.0 < m.propensity_floor <= 1.0, "model.propensity_floor must lie in (0, 1]"),
             (m.cutpoints == "shared" or m.rating_head == "ordinal",
              "model.cutpoints='per_column' needs model.rating_head='ordinal'"),
             (m.tie_filters or m.orientation == "user",

@@ -15,7 +15,12 @@ import numpy as np
 from convae_jax import metrics
 from convae_jax.data.interactions import Interactions
 from convae_jax.errors import ConvaeError
-from convae_jax.rank import seen_mask
+from convae_jax.rank import p_rating_at_least, seen_mask
+
+# The random-exposure protocol's defaults: liked means rated >= 4 on a 1-5 scale, and each user is
+# shown few items (Coat: 16), so the ranking is read at the top 3.
+LIKED_AT_LEAST = 4.0
+SHOWN_TOP_K = 3
 
 
 def rating_protocol(model, test: Interactions) -> dict:
@@ -25,6 +30,41 @@ def rating_protocol(model, test: Interactions) -> dict:
         return metrics.rating_metrics(model.rating_log_probs(test.user, test.item), test.channel, test.channel_values)
     predicted = model.predict_ratings(test.user, test.item)
     return {"rmse": metrics.rmse(predicted, test.ratings), "mae": metrics.mae(predicted, test.ratings), "n": test.nnz}
+
+
+def random_exposure_protocol(model, test: Interactions, *, liked_at_least: float = LIKED_AT_LEAST,
+                             k: int = SHOWN_TOP_K) -> dict:
+    """Ratings of randomly exposed pairs (docs/model.md, "Protocols"): `rating_protocol`'s metrics,
+    then, per user over the test items they were shown, how well the model tells the items they
+    liked (rating >= `liked_at_least`) from the others: the AUC of liked against not liked
+    (`metrics.per_user_auc`) and precision@K of liked (`metrics.per_user_precision_at_k`), each
+    ranked by the expected rating (`…/expected_rating`; a model's own point prediction where it
+    has one, `predict_ratings`, which also gives RMSE and MAE) and, for models with a rating
+    distribution, by P(rating >= `liked_at_least`) (`…/p_liked`). Means over the users that have
+    the metric (AUC: at least one liked and one not liked item; precision: one liked item).
+
+    Exposure being random, a user's shown items are a uniform sample of the catalogue, so these are
+    unbiased estimates of how the model ranks the whole catalogue for the user, which no metric on
+    self-selected test pairs is."""
+    values = np.asarray(test.channel_values, np.float64)
+    liked = test.ratings >= liked_at_least
+    result, rankings = {"n": test.nnz}, {}
+    if hasattr(model, "rating_log_probs"):
+        log_probs = np.asarray(model.rating_log_probs(test.user, test.item), np.float64)
+        result = metrics.rating_metrics(log_probs, test.channel, values)
+        rankings = {"expected_rating": np.exp(log_probs) @ values,
+                    "p_liked": p_rating_at_least(log_probs, values, liked_at_least)}
+    if hasattr(model, "predict_ratings"):  # a model's own point prediction is its rating (MF: r̂, not its Gaussian's mean)
+        rankings["expected_rating"] = np.asarray(model.predict_ratings(test.user, test.item), np.float64)
+        result |= {"rmse": metrics.rmse(rankings["expected_rating"], test.ratings),
+                   "mae": metrics.mae(rankings["expected_rating"], test.ratings)}
+    for name, scores in rankings.items():
+        auc_users, auc = metrics.per_user_auc(test.user, scores, liked)
+        precision_users, precision = metrics.per_user_precision_at_k(test.user, scores, liked, k)
+        result |= {f"user_auc/{name}": float(np.mean(auc)) if auc.size else float("nan"),
+                   f"user_p@{k}/{name}": float(np.mean(precision)) if precision.size else float("nan"),
+                   "n_users_auc": int(auc_users.size), f"n_users_p@{k}": int(precision_users.size)}
+    return result
 
 
 def ranking_protocol(score_batches: Iterable[tuple[np.ndarray, np.ndarray]], *, seen: Interactions,

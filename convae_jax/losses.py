@@ -33,6 +33,28 @@ def row_losses(entry_logits, log_z, segment, channel, count, explicit_weight, *,
     return jax.ops.segment_sum(per_entry, segment, num_segments=n_rows + 1)[:n_rows] + implicit_weight * row_counts * log_z
 
 
+def propensity_weights(entry_logits, log_z, segment, count, *, floor: float, n_rows: int):
+    """Self-normalised inverse-propensity weights (T,) of the scored entries, their gradients
+    stopped (docs/model.md, "Exposure-corrected rating term").
+
+    The propensity of entry (r, col) is the model's own probability that the pair is observed
+    among the row's n_r = Σ count interactions: π = min(1, n_r · p_r(col)), p_r(col) =
+    exp(logsumexp_c L[col] − log Z_r). Its weight 1 / max(π, floor) is divided by the row's
+    count-weighted mean weight, so each row's explicit term keeps its total weight; the mean is
+    taken as an offset from the row's largest weight, so a row whose weights are all equal (a model
+    with uniform P(consume)) gets weights of exactly 1. Padding (segment == n_rows, count 0) gets 0.
+
+    entry_logits (T, C); log_z (n_rows,); segment (T,); count (T,)."""
+    entry_logits, log_z = jax.lax.stop_gradient(entry_logits), jax.lax.stop_gradient(log_z)
+    row_count = jax.ops.segment_sum(count, segment, num_segments=n_rows + 1)
+    log_p_col = jax.nn.logsumexp(entry_logits, axis=-1) - jnp.append(log_z, 0.0)[segment]
+    inverse = 1.0 / jnp.maximum(jnp.minimum(row_count[segment] * jnp.exp(log_p_col), 1.0), floor)
+    top = jax.ops.segment_max(jnp.where(count > 0, inverse, 0.0), segment, num_segments=n_rows + 1)[segment]
+    offset = jax.ops.segment_sum(count * (inverse - top), segment, num_segments=n_rows + 1)[segment]
+    mean = top + offset / jnp.maximum(row_count[segment], 1e-30)
+    return jnp.where(count > 0, inverse / mean, 0.0)
+
+
 # The logit that a padding column (`valid` False) takes in a log-sum-exp: finite, so that a shard of
 # padding only has a finite log-sum-exp and finite gradients, and so small that exp() of it is 0.
 MASKED_LOGIT = -1e30

@@ -88,3 +88,50 @@ def ndcg_at_k(scores, relevant, k: int) -> np.ndarray:
     ideal = np.concatenate([[0.0], np.cumsum(discounts)])[ideal_hits]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(ideal_hits > 0, dcg / ideal, np.nan)
+
+
+def per_user_auc(users, scores, positive) -> tuple[np.ndarray, np.ndarray]:
+    """(users (m,), AUC (m,)): per user, over that user's pairs, the ROC AUC of the `positive`
+    pairs against the others: the Mann–Whitney U over n_pos · n_neg, a tie counting one half
+    (the area under the ROC curve with ties drawn as diagonal steps). Only the m users with at
+    least one positive and one negative pair have an AUC. users, scores, positive: (P,)."""
+    users, scores, positive = np.asarray(users), np.asarray(scores, np.float64), np.asarray(positive, bool)
+    kept, values = [], []
+    for user, index in _pairs_by_user(users):
+        pos, neg = scores[index][positive[index]], scores[index][~positive[index]]
+        if pos.size and neg.size:
+            greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+            kept.append(user)
+            values.append(greater / (pos.size * neg.size))
+    return np.asarray(kept, users.dtype), np.asarray(values, np.float64)
+
+
+def per_user_precision_at_k(users, scores, positive, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(users (m,), precision@K (m,)): per user, the share of positives among the top K of that
+    user's pairs by score, hits / min(K, pairs), for the m users with at least one positive. Ties
+    at the cut share its remaining places: a tied item counts as the expected hit of a uniformly
+    random order of the ties, so a ranking gains nothing from the order its ties happen to be in.
+    users, scores, positive: (P,)."""
+    users, scores, positive = np.asarray(users), np.asarray(scores, np.float64), np.asarray(positive, bool)
+    kept, values = [], []
+    for user, index in _pairs_by_user(users):
+        s, hit = scores[index], positive[index]
+        if not hit.any():
+            continue
+        places = min(k, s.size)
+        cut = np.sort(s)[::-1][places - 1]
+        above, tied = s > cut, s == cut
+        hits = hit[above].sum() + (places - above.sum()) * hit[tied].mean()
+        kept.append(user)
+        values.append(hits / places)
+    return np.asarray(kept, users.dtype), np.asarray(values, np.float64)
+
+
+def _pairs_by_user(users: np.ndarray):
+    """(user, indices of that user's pairs) for every user present, in ascending user order."""
+    if users.size == 0:
+        return
+    order = np.argsort(users, kind="stable")
+    starts = np.flatnonzero(np.r_[True, users[order][1:] != users[order][:-1]])
+    for index in np.split(order, starts[1:]):
+        yield users[index[0]], index

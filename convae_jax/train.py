@@ -150,6 +150,9 @@ def _data_loss_fn(*, model: Conv4Rec, config: Config, batch_rows: int, layout: L
             log_z = losses.combine_logsumexp(log_z, MODEL)
         explicit_weight = jnp.ones_like(keep) if mc.explicit_on == "all" else 1.0 - keep
         scored = batch.count if batch.target is None else batch.target
+        if mc.rating_propensity == "inverse":
+            explicit_weight = explicit_weight * losses.propensity_weights(
+                entry_logits, log_z, segment, scored, floor=mc.propensity_floor, n_rows=rows)
         per_row = losses.row_losses(entry_logits, log_z, segment, batch.channel, scored, explicit_weight,
                                     rating_weight=mc.rating_weight, n_rows=rows, implicit_weight=mc.implicit_weight)
         total, n_rows = jnp.sum(per_row * batch.row_mask), jnp.sum(batch.row_mask)

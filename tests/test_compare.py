@@ -79,7 +79,9 @@ def test_every_conv4rec_grid_point_builds_a_valid_config():
     """A misspelt preset or override would only fail hours into a real comparison."""
     all_grids = [grids.CONV4REC_EXPLICIT_GRID, grids.CONV4REC_RATINGS_GRID, grids.CONV4REC_USER_ROWS_GRID,
                  grids.CONV4REC_USER_ROWS_MAP_GRID, grids.CONV4REC_CLICKS_GRID, grids.CONV4REC_USER_ROWS_CLICKS_GRID,
-                 grids.CONV4REC_ORDINAL_GRID]
+                 grids.CONV4REC_ORDINAL_GRID, grids.CONV4REC_DEFAULT_POINT, grids.CONV4REC_CANDIDATE_DEFAULT,
+                 grids.CONV4REC_CANDIDATE_DEFAULT_INVERSE_PROPENSITY,
+                 grids.CONV4REC_INVERSE_PROPENSITY_GRID, grids.CONV4REC_ORDINAL_INVERSE_PROPENSITY_GRID]
     for grid in all_grids:
         configs = [presets.conv4rec_config(p["preset"], p.get("overrides", ()), seed=2) for p in grid]
         assert all(c.train.seed == 2 and not c.train.progress for c in configs)
@@ -111,10 +113,11 @@ def test_implicit_conv4rec_grids_start_at_the_point_reported_alone_before():
 
 def test_every_entrant_of_the_full_comparison_keeps_the_budget():
     """The budget rule of docs/results.md: every model, ours and the peers', gets one to three grid points."""
-    everyone = entrants.explicit_entrants(quick=False) + entrants.implicit_entrants(quick=False)
+    everyone = (entrants.explicit_entrants(quick=False) + entrants.explicit_entrants(quick=False, random_exposure=True)
+                + entrants.implicit_entrants(quick=False))
     sizes = {e.name: len(e.grid) for e in everyone}
     assert {"conv4rec", "I-AutoRec", "EASE", "conv4rec user rows (ratings)", "conv4rec user rows (clicks)",
-            "conv4rec (ordinal head)"} <= set(sizes)
+            "conv4rec (ordinal head)", "IPS-MF", "conv4rec (inverse propensity)"} <= set(sizes)
     assert all(1 <= size <= 3 for size in sizes.values()), sizes
 
 
@@ -128,7 +131,8 @@ def test_compare_refuses_names_that_match_nothing(tmp_path):
     with pytest.raises(ConvaeError, match=r"--tasks: \['explicit/u2'\].*'explicit/u1'"):
         compare("ml-100k", tmp_path / "absent", out_dir=tmp_path, tasks=("explicit/u2",))
     assert list(tmp_path.iterdir()) == []
-    everyone = entrants.explicit_entrants(quick=False) + entrants.implicit_entrants(quick=False)
+    everyone = (entrants.explicit_entrants(quick=False) + entrants.explicit_entrants(quick=False, random_exposure=True)
+                + entrants.implicit_entrants(quick=False))
     assert not [e.name for e in everyone if "," in e.name]
 
 
@@ -165,10 +169,11 @@ def test_command_line_quick_run_writes_json_table_and_plot(tmp_path, capsys):
     rc = accuracy_cli.main(argv)
     assert rc == 0
     doc = json.loads((tmp_path / "coat.json").read_text())
-    table = doc["tables"]["explicit/fixed"]
+    table = doc["tables"]["explicit/random-exposure"]
     assert set(table) == {"item-mean", "user+item-biases"}
     for record in table.values():
         assert record["summary"]["rmse"]["n"] == 1
+        assert 0.55 < record["summary"]["user_auc/expected_rating"]["mean"] < 0.9  # better than chance, short of perfect
         assert 0.8 < record["summary"]["rmse"]["mean"] < 1.6  # Coat's random-exposure ratings, 1..5 stars
         assert sum(r["selected"] for r in record["runs"]) == 1
         assert record["environment"]["command"] == shlex.join(["python", "-m", "benchmarks.accuracy", *argv])

@@ -11,6 +11,7 @@ import pytest
 
 from benchmarks.gems.discovery import (
     gem_task,
+    peer_rating_scores,
     precision_recall_among,
     random_precision_recall,
 )
@@ -116,6 +117,10 @@ def test_gem_task_targets_by_hand():
     np.testing.assert_array_equal(task.liked[0], [1, 0, 0, 0, 1, 0, 0])
     np.testing.assert_array_equal(task.targets["model"][0], [0, 0, 0, 0, 1, 0, 0])
     np.testing.assert_array_equal(task.targets["popularity"][0], [1, 0, 0, 0, 1, 0, 0])
+    ratings[0, 2] = 5  # item 2 (popularity 9, top half) liked too: the popular half's one target
+    task = gem_task(log_c, seen, ratings, threshold=4.0, item_popularity=popularity)
+    np.testing.assert_array_equal(task.targets["popular"][0], [0, 0, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(task.targets["popular"] | task.targets["popularity"], task.liked)
 
 
 def test_precision_recall_among_candidates_by_hand():
@@ -203,16 +208,17 @@ def write_fake_coat(directory, *, seed=0):
 def test_evaluate_coat_end_to_end_on_a_fake_coat(tmp_path):
     data_dir = write_fake_coat(tmp_path / "coat")
     out = tmp_path / "results"
-    result = evaluate_coat(data_dir, out, seeds=(0,), config=config_lib.testing().override(["train.max_epochs=2"]))
+    result = evaluate_coat(data_dir, out, seeds=(0,), config=config_lib.testing(), overrides=("train.max_epochs=2",))
     stored = json.loads((out / "gems.json").read_text())
+    assert stored["command"].endswith("--set train.max_epochs=2") and stored["config"]["train"]["max_epochs"] == 2
     assert stored["summary"] == json.loads(json.dumps(result["summary"]))
-    assert set(stored["runs"][0]["ratings"]) == {"conv4rec", "conv4rec_explicit_only", "biased_mf", "item_mean"}
-    for target in ("model", "popularity", "liked"):
+    assert set(stored["runs"][0]["ratings"]) == {"conv4rec", "conv4rec_explicit_only", "biased_mf", "ips_mf", "item_mean"}
+    for target in ("model", "popularity", "popular", "liked"):
         per = stored["runs"][0]["gems"][target]
         for k in (3, 5, 10):
             # gems with no cut and no tilt is enjoy, number for number.
             assert per[f"gems_q1_t0@{k}"] == per[f"enjoy@{k}"]
-            for name in ("random", "random_below_median", "consume", "enjoy", "least_consumed", "gems"):
+            for name in ("random", "random_below_median", "consume", "enjoy", "least_consumed", "gems", "mf", "ips_mf"):
                 assert 0.0 <= per[f"{name}@{k}"]["precision"] <= 1.0 and 0.0 <= per[f"{name}@{k}"]["recall"] <= 1.0
     # The explicit-only variant was trained with a different loss: its numbers differ.
     ratings = stored["runs"][0]["ratings"]
@@ -243,3 +249,11 @@ def test_explicit_only_row_loss_by_hand():
 def test_evaluate_coat_on_real_coat_one_seed(tmp_path):
     result = evaluate_coat(dataset_dir("coat"), tmp_path, seeds=(0,), config=config_lib.testing())
     assert result["dataset"] == {"name": "coat", "train": 6960, "test": 4640, "users": 290, "items": 300}
+
+
+def test_peer_rating_scores_are_the_peer_predictions_of_every_pair():
+    class Peer:
+        def predict_ratings(self, users, items):
+            return 10.0 * np.asarray(users) + np.asarray(items)
+
+    np.testing.assert_array_equal(peer_rating_scores(Peer(), 2, 3), [[0, 1, 2], [10, 11, 12]])

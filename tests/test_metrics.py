@@ -93,3 +93,33 @@ def test_ranking_per_user_is_what_the_protocol_averages(small_data):
     assert per_user["ndcg@10"][1] == pytest.approx(np.sum(hits / np.log2(np.arange(2, 12))) / ideal, rel=1e-9)
     with pytest.raises(ConvaeError, match="no user has a relevant item"):
         ranking_protocol(iter([(users[2:3], scores[2:3])]), seen=seen, relevant=relevant)
+
+
+def test_per_user_auc_hand_case_with_a_tie():
+    # User 7: liked scores {0.9, 0.5}, not liked {0.5, 0.1}: pairs 0.9>0.5, 0.9>0.1, 0.5=0.5 (half), 0.5>0.1
+    # -> (3 + 0.5) / 4. User 3 has only liked pairs: no AUC. User 5: the liked item ranked last -> 0.
+    users = np.array([7, 7, 7, 7, 3, 3, 5, 5, 5])
+    scores = np.array([0.9, 0.5, 0.5, 0.1, 0.2, 0.3, 0.1, 0.4, 0.8])
+    liked = np.array([1, 1, 0, 0, 1, 1, 1, 0, 0], bool)
+    kept, auc = metrics.per_user_auc(users, scores, liked)
+    np.testing.assert_array_equal(kept, [5, 7])
+    np.testing.assert_allclose(auc, [0.0, 3.5 / 4], rtol=1e-12)
+
+
+def test_per_user_precision_at_k_shares_the_places_of_ties_at_the_cut():
+    # User 0, K = 3: 0.9 (liked) is above the cut; 0.5, 0.5, 0.5 tie for the two places left, one of
+    # them liked -> 1 + 2 · (1/3) hits of 3. User 1: two pairs only -> divided by min(3, 2) = 2.
+    # User 2 likes nothing: no precision.
+    users = np.array([0, 0, 0, 0, 0, 1, 1, 2, 2, 2])
+    scores = np.array([0.9, 0.5, 0.5, 0.5, 0.1, 0.3, 0.7, 0.1, 0.2, 0.3])
+    liked = np.array([1, 1, 0, 0, 1, 1, 0, 0, 0, 0], bool)
+    kept, precision = metrics.per_user_precision_at_k(users, scores, liked, 3)
+    np.testing.assert_array_equal(kept, [0, 1])
+    np.testing.assert_allclose(precision, [(1 + 2 / 3) / 3, 1 / 2], rtol=1e-12)
+
+
+def test_per_user_metrics_of_no_pairs_are_empty():
+    empty = np.zeros(0)
+    for kept, values in (metrics.per_user_auc(empty.astype(int), empty, empty.astype(bool)),
+                         metrics.per_user_precision_at_k(empty.astype(int), empty, empty.astype(bool), 3)):
+        assert kept.size == values.size == 0

@@ -228,6 +228,74 @@ def test_ordinal_head_needs_two_levels_and_its_cutpoints_are_not_penalised():
         config_lib.testing().override(["model.cutpoints='per_column'"])
 
 
+def hand_propensity_weights(logits, rows_entries, floor):
+    """Inverse-propensity weights by the definition of docs/model.md: π = min(1, n_r · p_r(col)),
+    w = 1 / max(π, floor), divided by the row's count-weighted mean w."""
+    p_col = np.exp(logits).sum(-1) / np.exp(logits).sum(axis=(1, 2))[:, None]
+    out = []
+    for r, entries in enumerate(rows_entries):
+        n_r = sum(n for _, n in entries)
+        w = np.array([1 / max(min(n_r * p_col[r, col], 1.0), floor) for col, _ in entries])
+        counts = np.array([n for _, n in entries])
+        out += list(w / (np.sum(counts * w) / n_r))
+    return np.array(out)
+
+
+def test_propensity_weights_by_hand():
+    # Row 0 (3 ratings) reads columns 0 and 2; row 1 (2 ratings) reads column 1 twice; one padding entry.
+    # Row 0: p(col 0) = 0.9 -> π = min(1, 2.7) = 1; p(col 2) ≈ 0.01 -> π ≈ 0.03, floored at 0.05.
+    logits = np.log(np.array([[[0.45, 0.45], [0.09, 0.0], [0.005, 0.005]],
+                              [[0.3, 0.2], [0.1, 0.1], [0.2, 0.1]]]) + 1e-12).astype(np.float32)
+    segment, col = jnp.array([0, 0, 1, 2]), jnp.array([0, 2, 1, 0])
+    count = jnp.array([1.0, 2.0, 2.0, 0.0])
+    entry_logits = jnp.concatenate([logits, logits[:1]])[segment, col]
+    log_z = jax.nn.logsumexp(logits, axis=(1, 2))
+    got = losses.propensity_weights(entry_logits, log_z, segment, count, floor=0.05, n_rows=2)
+    expected = hand_propensity_weights(np.asarray(logits, np.float64), [[(0, 1.0), (2, 2.0)], [(1, 2.0)]], 0.05)
+    np.testing.assert_allclose(got[:3], expected, rtol=1e-5)
+    np.testing.assert_allclose(got[:2], [1 / (1 + 2 * 20) * 3, 20 / (1 + 2 * 20) * 3], rtol=1e-5)  # π 1 and the floor
+    assert got[2] == 1.0 and got[3] == 0.0  # a row of one column; padding
+    grads = jax.grad(lambda e: losses.propensity_weights(e, log_z, segment, count, floor=0.05, n_rows=2).sum())(entry_logits)
+    np.testing.assert_array_equal(grads, 0.0)  # weights are constants to the optimiser
+
+
+def uniform_consumption_params(config, n_cols, n_channels, *, key=0):
+    """Parameters whose logits are the same at every column (P(consume) uniform over columns),
+    the rating distribution still non-uniform: decoder weights 0, output bias a per-channel vector."""
+    module = build_model(config.model, n_cols=n_cols, n_channels=n_channels)
+    params = init_params(module, jax.random.key(key))
+    params["decoder_kernel"] = jnp.zeros_like(params["decoder_kernel"])
+    params["output_bias"] = jnp.broadcast_to(jnp.linspace(-1.0, 1.0, n_channels), params["output_bias"].shape)
+    return module, params
+
+
+def test_uniform_consumption_gives_weights_of_one_and_todays_loss_exactly(small_data):
+    from convae_jax.train import make_loss_fn
+
+    on = config_lib.testing().override(["model.rating_propensity='inverse'", "model.propensity_floor=0.001"])
+    matrix = RowMatrix.from_interactions(small_data, orientation="item")
+    module, params = uniform_consumption_params(on, matrix.n_cols, small_data.n_channels)
+    batch = next(iterate_batches(matrix, np.arange(matrix.n_rows), batch_rows=32, budget=entry_budget(matrix.lengths, 32)))
+    logits = module.apply({"params": params}, jnp.zeros((32, 16)), None, method=Conv4Rec.column_logits)
+    log_z = jax.nn.logsumexp(logits, axis=(1, 2))
+    segment = jnp.asarray(batch.segment)
+    weights = losses.propensity_weights(logits[jnp.minimum(segment, 31), batch.col], log_z, segment, batch.count,
+                                        floor=0.001, n_rows=32)
+    real = np.asarray(batch.count) > 0
+    np.testing.assert_array_equal(np.asarray(weights)[real], 1.0)
+    key = jax.random.key(3)  # the same input dropout in both; jitted, as training runs them
+    loss_today = jax.jit(make_loss_fn(model=module, config=config_lib.testing(), batch_rows=32))(params, batch, key)
+    loss_corrected = jax.jit(make_loss_fn(model=module, config=on, batch_rows=32))(params, batch, key)
+    assert float(loss_corrected) == float(loss_today)
+
+
+def test_propensity_knob_is_checked():
+    with pytest.raises(ConfigError, match="rating_propensity"):
+        config_lib.testing().override(["model.rating_propensity='dr'"])
+    with pytest.raises(ConfigError, match="propensity_floor"):
+        config_lib.testing().override(["model.propensity_floor=0.0"])
+
+
 def _tied_and_untied(small_data, fold):
     """Tied and untied user-row modules on small_data, the untied one holding the tied filters at every column."""
     cfg = config_lib.testing().override(["model.orientation=user", f"model.decoder_fold={fold}"])

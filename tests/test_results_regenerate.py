@@ -19,6 +19,7 @@ WRITERS = {  # committed markdown -> (its JSON, the writer)
     "accuracy/loss-control.md": ("accuracy/loss-control.json", loss_control.markdown),
     "accuracy/paired-gap.md": ("accuracy/paired-gap.json", paired_gap.markdown),
     "gems/gems.md": ("gems/gems.json", markdown_report),
+    "gems/candidate-default/gems.md": ("gems/candidate-default/gems.json", markdown_report),
     "core_ml100k.md": ("core_ml100k.json", core_ml100k.markdown),
 }
 

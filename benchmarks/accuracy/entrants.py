@@ -20,13 +20,16 @@ from convae_jax import config as config_lib
 from convae_jax.data.interactions import Interactions
 from convae_jax.evaluate import (
     explicit_protocol,
+    random_exposure_protocol,
     rating_protocol,
     strong_generalization_protocol,
 )
 from convae_jax.peers.autorec import AutoRecConfig, IAutoRec
 from convae_jax.peers.biases import UserItemBiases
 from convae_jax.peers.ease import EASE
+from convae_jax.peers.ips_mf import fit_ips_mf, inverse_propensity_weights, popularity_activity_propensities
 from convae_jax.peers.item_mean import ItemMeanShrunk
+from convae_jax.peers.mf import BiasedMF, select_rating_scale
 from convae_jax.peers.mult_vae import MultVAE, MultVAEConfig
 from convae_jax.peers.popularity import Popularity
 from convae_jax.predict import FittedModel
@@ -64,11 +67,38 @@ def cornac_version() -> str:
 # --- explicit entrants -------------------------------------------------------------------------------
 
 
+def test_metrics(model, split: ExplicitSplit) -> dict:
+    """The test metrics of an explicit setting: the random-exposure protocol where the test pairs
+    were shown at random, else the explicit protocol (ratings, and Recall@20 for models that rank)."""
+    if split.random_exposure:
+        return random_exposure_protocol(model, split.test)
+    return explicit_protocol(model, split.train, split.test, ks=(20,))
+
+
 def _closed_form(fit_fn) -> Callable:
     """Run for a model without epochs: fit on fit_part for the validation score, refit on train."""
     def run(split: ExplicitSplit, point: dict, seed: int):
         score = -rating_protocol(fit_fn(split.fit_part, point, seed), split.validation)["rmse"]
-        return score, explicit_protocol(fit_fn(split.train, point, seed), split.train, split.test)
+        return score, test_metrics(fit_fn(split.train, point, seed), split)
+    return run
+
+
+def _run_mf(*, inverse_propensity: bool) -> Callable:
+    """Run for biased MF (`peers.mf`), or with `inverse_propensity` IPS-weighted MF (`peers.ips_mf`):
+    fitted on fit_part, its σ chosen by validation NLL, refitted on train with that σ. IPS-MF is
+    selected by the self-normalised IPS estimate of validation RMSE, propensities from fit_part (as
+    Schnabel et al. 2016 select), plain MF by validation RMSE."""
+    fit_fn = fit_ips_mf if inverse_propensity else BiasedMF.fit
+
+    def run(split: ExplicitSplit, point: dict, seed: int):
+        model = fit_fn(split.fit_part, **point, seed=seed)
+        v = split.validation
+        weights = (inverse_propensity_weights(popularity_activity_propensities(split.fit_part, v.user, v.item))
+                   if inverse_propensity else np.ones(v.nnz))
+        error = (model.predict_ratings(v.user, v.item) - v.ratings) ** 2
+        scale, _ = select_rating_scale(model, v)
+        final = fit_fn(split.train, **point, seed=seed, rating_scale=scale)
+        return -float(np.sqrt(np.sum(weights * error) / np.sum(weights))), test_metrics(final, split)
     return run
 
 
@@ -83,7 +113,7 @@ def _fit_biases(train: Interactions, point: dict) -> UserItemBiases:
 def _run_autorec(split: ExplicitSplit, point: dict, seed: int):
     model = IAutoRec.fit(split.fit_part, validation=split.validation, input_data=split.train,
                          config=AutoRecConfig(seed=seed, **point))
-    return -min(model.history), explicit_protocol(model, split.train, split.test)
+    return -min(model.history), test_metrics(model, split)
 
 
 def _run_conv4rec_explicit(split: ExplicitSplit, point: dict, seed: int):
@@ -91,7 +121,7 @@ def _run_conv4rec_explicit(split: ExplicitSplit, point: dict, seed: int):
     model = fit(split.fit_part, config, validation=split.validation)
     best = min(r.validation["rmse"] for r in model.history)
     reading_train = FittedModel(config, model.params, split.train, model.history)
-    metrics = explicit_protocol(reading_train, split.train, split.test, ks=(20,))
+    metrics = test_metrics(reading_train, split)
     metrics["epochs"] = len(model.history)
     return -best, metrics
 
@@ -106,8 +136,11 @@ def _cornac_mf(train: Interactions, point: dict, seed: int):
     return CornacRatingModel.fit(model, train, seed=seed)
 
 
-def explicit_entrants(*, quick: bool) -> list[Entrant]:
-    """Rating models, each with a grid of at most three points (one in quick mode)."""
+def explicit_entrants(*, quick: bool, random_exposure: bool = False) -> list[Entrant]:
+    """Rating models, each with a grid of at most three points (one in quick mode): the peers,
+    Conv4Rec's grids, its default config and a candidate for one default (one point each, the same
+    on every dataset). With `random_exposure`, also the models of that setting: biased MF,
+    IPS-weighted MF and Conv4Rec with its exposure-corrected rating term (`grids`)."""
     def grid(points):
         return tuple(points[:1]) if quick else tuple(points)
 
@@ -120,7 +153,21 @@ def explicit_entrants(*, quick: bool) -> list[Entrant]:
                 _run_conv4rec_explicit, "ours"),
         Entrant("conv4rec (ordinal head)", grids.QUICK_ORDINAL if quick else tuple(grids.CONV4REC_ORDINAL_GRID),
                 _run_conv4rec_explicit, "ours"),
+        Entrant("conv4rec (default config)", grids.QUICK_ITEM_ROWS if quick else grids.CONV4REC_DEFAULT_POINT,
+                _run_conv4rec_explicit, "ours"),
+        Entrant("conv4rec (candidate default)", grids.QUICK_ORDINAL if quick else grids.CONV4REC_CANDIDATE_DEFAULT,
+                _run_conv4rec_explicit, "ours"),
+        Entrant("conv4rec (candidate default + inverse propensity)", grids.QUICK_ORDINAL_INVERSE_PROPENSITY if quick
+                else grids.CONV4REC_CANDIDATE_DEFAULT_INVERSE_PROPENSITY, _run_conv4rec_explicit, "ours"),
     ]
+    if random_exposure:
+        entrants[2:2] = [Entrant("biased-MF", grid(grids.MF_GRID), _run_mf(inverse_propensity=False), "ours"),
+                         Entrant("IPS-MF", grid(grids.MF_GRID), _run_mf(inverse_propensity=True), "ours")]
+        entrants += [
+            Entrant("conv4rec (inverse propensity)", grids.QUICK_INVERSE_PROPENSITY if quick
+                    else tuple(grids.CONV4REC_INVERSE_PROPENSITY_GRID), _run_conv4rec_explicit, "ours"),
+            Entrant("conv4rec (ordinal head + inverse propensity)", grids.QUICK_ORDINAL_INVERSE_PROPENSITY if quick
+                    else tuple(grids.CONV4REC_ORDINAL_INVERSE_PROPENSITY_GRID), _run_conv4rec_explicit, "ours")]
     if has_cornac():
         entrants.insert(2, Entrant("cornac-MF", grid(grids.CORNAC_MF_GRID), _closed_form(_cornac_mf),
                                    f"cornac {cornac_version()}"))

@@ -18,6 +18,9 @@ BIASES_GRID = [{"reg": 10.0}, {"reg": 3.0}, {"reg": 25.0}]
 CORNAC_MF_GRID = [{"k": 20, "max_iter": 100, "lambda_reg": 0.1}, {"k": 10, "max_iter": 100, "lambda_reg": 0.05},
                   {"k": 20, "max_iter": 100, "lambda_reg": 0.2}]
 AUTOREC_L2_GRID = (100.0, 30.0, 300.0)
+# Our biased MF (ALS) and its IPS-weighted twin on random exposure: three (rank, reg) points from the
+# gems study's 16-point grid, which picked (2, 10), (20, 3) and (5, 10) on Coat's three seeds.
+MF_GRID = [{"rank": 5, "reg": 10.0}, {"rank": 2, "reg": 10.0}, {"rank": 20, "reg": 3.0}]
 
 # Conv4Rec's explicit grid: three named presets, the same on every dataset, chosen on validation
 # data of ML-100K u1 and Douban only (docs/results.md): the budgeted default, a lighter-L2
@@ -35,6 +38,24 @@ CONV4REC_EXPLICIT_GRID = [{"preset": preset, "overrides": CONV4REC_EXPLICIT_EXTR
 # (RMSE 0.8877 -> 0.8822 for `ratings_fast`) and mixed on Douban (0.7281 -> 0.7293 for `ratings_narrow`).
 CONV4REC_ORDINAL_GRID = [{"preset": point["preset"], "overrides": point["overrides"] + ("model.rating_head='ordinal'",)}
                          for point in CONV4REC_EXPLICIT_GRID]
+
+# Random exposure: the default config as it is (one point: it is the configuration the acceptance
+# speaks of), and the explicit grids with the exposure-corrected rating term (docs/model.md,
+# "Exposure-corrected rating term") at its default floor.
+CONV4REC_DEFAULT_POINT = ({"preset": "default"},)
+# A candidate for one default on every regime (docs/results.md, "One default"): the default with the
+# ordinal head and the two overrides every explicit grid point carries (row offsets, the weights'
+# moving average), the ordinal grid's best rows on u1, 90/10, ML-latest-small and Coat.
+CONV4REC_CANDIDATE_DEFAULT = ({"preset": "default", "overrides": (
+    "model.rating_head='ordinal'", "model.row_offsets=True", "train.weight_average=0.995")},)
+INVERSE_PROPENSITY = "model.rating_propensity='inverse'"
+# The same with the exposure-corrected rating term, which lowered the ordinal grid's test RMSE on Coat.
+CONV4REC_CANDIDATE_DEFAULT_INVERSE_PROPENSITY = (
+    {"preset": "default", "overrides": (*CONV4REC_CANDIDATE_DEFAULT[0]["overrides"], INVERSE_PROPENSITY)},)
+CONV4REC_INVERSE_PROPENSITY_GRID = [{"preset": point["preset"], "overrides": point["overrides"] + (INVERSE_PROPENSITY,)}
+                                    for point in CONV4REC_EXPLICIT_GRID]
+CONV4REC_ORDINAL_INVERSE_PROPENSITY_GRID = [
+    {"preset": point["preset"], "overrides": point["overrides"] + (INVERSE_PROPENSITY,)} for point in CONV4REC_ORDINAL_GRID]
 
 # Conv4Rec's implicit points are named presets, each with three input dropouts, as the peers have
 # three points: the preset's own (0.6) first (the point the tables reported alone before), then
@@ -89,3 +110,5 @@ QUICK_ITEM_ROWS = ({"preset": "testing"},)
 QUICK_USER_ROWS = ({"preset": "testing", "overrides": ("model.orientation='user'",)},)
 QUICK_USER_ROWS_MAP = ({"preset": "testing", "overrides": ("model.orientation='user'", USER_ROWS_MAP_FOLD_IN)},)
 QUICK_ORDINAL = ({"preset": "testing", "overrides": ("model.rating_head='ordinal'",)},)
+QUICK_INVERSE_PROPENSITY = ({"preset": "testing", "overrides": (INVERSE_PROPENSITY,)},)
+QUICK_ORDINAL_INVERSE_PROPENSITY = ({"preset": "testing", "overrides": ("model.rating_head='ordinal'", INVERSE_PROPENSITY)},)

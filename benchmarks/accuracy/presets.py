@@ -32,9 +32,9 @@ def ratings_narrow() -> config_lib.Config:
     return ratings_fast().override(["model.hidden=(32,)", "model.rating_weight=3.0"])
 
 
-# The presets a grid point may name; `testing` is the quick mode's tiny model.
+# The presets a grid point may name; `testing` is the quick mode's tiny model, `default` the library's default.
 PRESETS: dict[str, Callable[[], config_lib.Config]] = {
-    "testing": config_lib.testing, "ratings_fast": ratings_fast, "clicks_fast": clicks_fast,
+    "testing": config_lib.testing, "default": config_lib.default, "ratings_fast": ratings_fast, "clicks_fast": clicks_fast,
     "ratings_dropout": ratings_dropout, "ratings_narrow": ratings_narrow}
 
 

@@ -11,9 +11,15 @@ from benchmarks.accuracy.entrants import NEW_USERS
 from convae_jax.record import DDOF, record_line
 
 RATING_METRICS = ("rmse", "mae", "nll", "accuracy", "ece")
-# Per task kind, its tables: (title suffix, metrics). The implicit task's second table holds the
-# same trained models' ratings of the held-out users, beside the rating floors.
+# The random-exposure protocol's columns (`evaluate.random_exposure_protocol`): per-user AUC of liked
+# against not liked and precision@3 of liked, ranked by the expected rating and by P(rating >= 4).
+EXPOSURE_METRICS = ("rmse", "mae", "nll", "ece", "user_auc/expected_rating", "user_auc/p_liked",
+                    "user_p@3/expected_rating", "user_p@3/p_liked")
+# Per task kind (or a whole task name, which takes precedence), its tables: (title suffix, metrics).
+# The implicit task's second table holds the same trained models' ratings of the held-out users,
+# beside the rating floors.
 TABLES = {"explicit": [("", (*RATING_METRICS, "recall@20"))],
+          "explicit/random-exposure": [("", EXPOSURE_METRICS)],
           "implicit": [("", ("recall@20", "recall@50", "ndcg@100")),
                        (", the held-out users' ratings", tuple(f"{NEW_USERS}/{m}" for m in RATING_METRICS))]}
 
@@ -39,7 +45,7 @@ def markdown_tables(doc: dict) -> str:
              "Commands: " + "; ".join(f"`{c}`" for c in commands) + ". Commit: the code's, where the "
              "row's record has one (– for rows recorded before commits were kept).", ""]
     for task, table in doc["tables"].items():
-        for title, metrics in TABLES[task.split("/")[0]]:
+        for title, metrics in TABLES.get(task, TABLES[task.split("/")[0]]):
             rows = {name: record for name, record in table.items()
                     if any(m in record.get("summary", {}) for m in metrics)}
             if not rows:

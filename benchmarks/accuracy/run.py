@@ -18,7 +18,8 @@ import numpy as np
 
 from benchmarks.accuracy.entrants import explicit_entrants, implicit_entrants
 from benchmarks.accuracy.report import write_report
-from benchmarks.accuracy.splits import EXPLICIT_SETTINGS, IMPLICIT_USERS, task_split
+from benchmarks.accuracy.splits import EXPLICIT_SETTINGS, IMPLICIT_USERS, RANDOM_EXPOSURE, task_split
+from convae_jax.data.table import RatingsTable
 from convae_jax.errors import ConvaeError
 from convae_jax.record import mean_std, run_record
 
@@ -30,21 +31,24 @@ IMPLICIT_TASK = "implicit/strong-generalization"
 
 def compare(dataset: str, data_dir, *, quick: bool = False, out_dir=RESULTS_DIR, seeds=SEEDS,
             models: tuple[str, ...] | None = None, tasks: tuple[str, ...] | None = None, argv: list[str] | None = None,
-            log=print) -> dict:
+            table: RatingsTable | None = None, log=print) -> dict:
     """Runs every task of `dataset` (explicit settings, then strong generalization where listed)
     for every entrant and seed; writes `<dataset>.json` after each run (so a partial table
     survives), then `<dataset>.md` and `<dataset>.png`. `models` restricts to the named entrants
     (their results are merged into an existing JSON); `tasks` likewise restricts to the named tasks
     (e.g. "explicit/u1", "implicit/strong-generalization"); `argv`, the command's arguments as
-    recorded (default: this process's). Returns the JSON document."""
-    if dataset not in EXPLICIT_SETTINGS:
+    recorded (default: this process's). With `table` (one's own self-selected ratings and randomly
+    exposed test file, `data.load_random_exposure`), `dataset` only names the results and the one
+    task is the random-exposure setting. Returns the JSON document."""
+    if table is None and dataset not in EXPLICIT_SETTINGS:
         raise ConvaeError(f"no comparison is defined for {dataset!r}; expected one of {sorted(EXPLICIT_SETTINGS)}")
-    all_tasks = [(f"explicit/{p}", p) for p in EXPLICIT_SETTINGS[dataset]]
-    if dataset in IMPLICIT_USERS:
+    settings = (RANDOM_EXPOSURE,) if table is not None else EXPLICIT_SETTINGS[dataset]
+    all_tasks = [(f"explicit/{p}", p) for p in settings]
+    if table is None and dataset in IMPLICIT_USERS:
         all_tasks.append((IMPLICIT_TASK, None))
     run_tasks = [(task, protocol) for task, protocol in all_tasks if not tasks or task in tasks]
-    entrants_of = {task: explicit_entrants(quick=quick) if protocol else implicit_entrants(quick=quick)
-                   for task, protocol in run_tasks}
+    entrants_of = {task: explicit_entrants(quick=quick, random_exposure=protocol == RANDOM_EXPOSURE) if protocol
+                   else implicit_entrants(quick=quick) for task, protocol in run_tasks}
     _check_requested("tasks", tasks, [task for task, _ in all_tasks], dataset)
     _check_requested("models", models, sorted({e.name for found in entrants_of.values() for e in found}), dataset)
     out_dir = Path(out_dir)
@@ -61,7 +65,7 @@ def compare(dataset: str, data_dir, *, quick: bool = False, out_dir=RESULTS_DIR,
             record = {"source": entrant.source, "grid": list(entrant.grid), "runs": [], "environment": env}
             point = None
             for seed in seeds:
-                split = task_split(dataset, protocol, data_dir, seed=seed, quick=quick)
+                split = task_split(dataset, protocol, data_dir, seed=seed, quick=quick, table=table)
                 if point is None:  # select on seed 0's validation data
                     scores = []
                     for candidate in entrant.grid:

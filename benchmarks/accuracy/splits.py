@@ -16,10 +16,15 @@ from convae_jax.data.splits import (
     holdout_per_user,
     holdout_users,
 )
+from convae_jax.data.table import RatingsTable, load_random_exposure
 from convae_jax.errors import ConvaeError
 
+# Coat's test ratings come from random exposure: its setting is scored by the random-exposure protocol
+# (`evaluate.random_exposure_protocol`), as is a dataset of one's own given as a self-selected
+# ratings file and a randomly exposed test file (`data.load_random_exposure`).
+RANDOM_EXPOSURE = "random-exposure"
 EXPLICIT_SETTINGS = {"ml-100k": ("u1", "random-90/10"), "ml-latest-small": ("random-90/10",),
-                     "douban": ("fixed",), "coat": ("fixed",)}
+                     "douban": ("fixed",), "coat": (RANDOM_EXPOSURE,)}
 IMPLICIT_USERS = {"ml-100k": (100, 150), "ml-latest-small": (60, 100), "douban": (300, 300)}  # (validation, test) users held out
 CLICK_THRESHOLD = 3.5  # ratings >= this are clicks, as in the Mult-VAE notebook
 MIN_USER_CLICKS = 5  # the notebook's min_uc: users with fewer clicks are dropped from the implicit data
@@ -39,10 +44,12 @@ def ml100k_u1(data: Interactions) -> tuple[Interactions, Interactions]:
     return data.subset(~test), data.subset(test)
 
 
-def explicit_split(dataset: str, protocol: str, data_dir, *, seed: int) -> tuple[Interactions, Interactions]:
-    """(train, test) of an explicit setting; `seed` only moves the random 90/10 split."""
-    loaded = load_dataset(dataset, data_dir)
-    if protocol == "fixed":
+def explicit_split(dataset: str, protocol: str, data_dir, *, seed: int,
+                   table: RatingsTable | None = None) -> tuple[Interactions, Interactions]:
+    """(train, test) of an explicit setting; `seed` only moves the random 90/10 split. With
+    `table` (one's own self-selected ratings and randomly exposed test file), its two files."""
+    loaded = load_random_exposure(table) if table is not None else load_dataset(dataset, data_dir)
+    if protocol in ("fixed", RANDOM_EXPOSURE):
         if loaded.test is None:
             raise ConvaeError(f"{dataset} ships no fixed split")
         return loaded.train, loaded.test
@@ -59,11 +66,12 @@ class ExplicitSplit:
     fit_part: Interactions  # train minus validation: what weights are fitted on
     validation: Interactions
     test: Interactions
+    random_exposure: bool = False  # the test pairs were shown at random: scored by `evaluate.random_exposure_protocol`
 
 
-def make_explicit_split(train: Interactions, test: Interactions, *, seed: int) -> ExplicitSplit:
+def make_explicit_split(train: Interactions, test: Interactions, *, seed: int, random_exposure: bool = False) -> ExplicitSplit:
     fit_part, validation = holdout_interactions(train, fraction=VALIDATION_FRACTION, seed=seed + 7919)
-    return ExplicitSplit(train, fit_part, validation, test)
+    return ExplicitSplit(train, fit_part, validation, test, random_exposure)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,10 +127,13 @@ def dataset_strong_split(dataset: str, data: Interactions, *, seed: int, quick: 
     return strong_split(data, n_val_users=n_val, n_test_users=n_test, seed=seed)
 
 
-def task_split(dataset: str, protocol: str | None, data_dir, *, seed: int, quick: bool) -> ExplicitSplit | StrongSplit:
-    """The split of one task: an explicit `protocol`, or strong generalization (`protocol` None)."""
+def task_split(dataset: str, protocol: str | None, data_dir, *, seed: int, quick: bool,
+               table: RatingsTable | None = None) -> ExplicitSplit | StrongSplit:
+    """The split of one task: an explicit `protocol`, or strong generalization (`protocol` None);
+    `table`: one's own random-exposure files (`explicit_split`)."""
     if protocol:
-        return make_explicit_split(*explicit_split(dataset, protocol, data_dir, seed=seed), seed=seed)
+        return make_explicit_split(*explicit_split(dataset, protocol, data_dir, seed=seed, table=table), seed=seed,
+                                   random_exposure=protocol == RANDOM_EXPOSURE)
     return dataset_strong_split(dataset, load_dataset(dataset, data_dir).train, seed=seed, quick=quick)
 
 

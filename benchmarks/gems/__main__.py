@@ -7,8 +7,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from convae_jax import config as config_lib
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gems", description=__doc__)
@@ -30,8 +28,7 @@ def main(argv=None) -> int:
     if args.report_only:
         result = write_report(args.out)
     else:
-        result = evaluate_coat(args.data_dir, args.out, seeds=tuple(args.seeds),
-                               config=config_lib.default().override(args.overrides))
+        result = evaluate_coat(args.data_dir, args.out, seeds=tuple(args.seeds), overrides=tuple(args.overrides))
     print(markdown_report(result))
     return 0
 

@@ -37,15 +37,19 @@ def gem_task(log_p_consume, seen, test_ratings, *, threshold: float, item_popula
     user's unseen items) of
     - "model": the model's own `consume` ranking (the issue's definition; the `gems` ranking with
       gem_quantile = 0.5 cuts at the same median, so against `enjoy` it starts with an advantage);
-    - "popularity": training popularity, a definition no Conv4Rec score enters.
-    test_ratings (b, n): the test rating, NaN where the item was not in the user's test set."""
+    - "popularity": training popularity, a definition no model's score enters;
+    and "popular": liked candidates in the top half of training popularity (the other half of
+    the same split). test_ratings (b, n): the test rating, NaN where the item was not in the
+    user's test set."""
     candidates = ~np.isnan(test_ratings) & ~seen
     with np.errstate(invalid="ignore"):
         liked = candidates & (test_ratings >= threshold)
     log_popularity = np.broadcast_to(np.log1p(np.asarray(item_popularity, np.float64)), seen.shape)
+    niche = below_consume_quantile(log_popularity, seen, 0.5)
     return GemTask(candidates, liked, {
         "model": liked & below_consume_quantile(log_p_consume, seen, 0.5),
-        "popularity": liked & below_consume_quantile(log_popularity, seen, 0.5),
+        "popularity": liked & niche,
+        "popular": liked & ~niche,
     })
 
 
@@ -86,13 +90,16 @@ def gem_rankings(log_p_consume, log_p_rating, seen, *, channel_values, threshold
     return rankings
 
 
-def gem_discovery(model: FittedModel, test: Interactions, *, ks=KS, enjoyment_model: FittedModel | None = None) -> dict:
+def gem_discovery(model: FittedModel, test: Interactions, *, ks=KS, enjoyment_model: FittedModel | None = None,
+                  peer_rankings: dict | None = None) -> dict:
     """Precision and recall@K of every ranking of `gem_rankings`, of a random order of the
     candidates (`random`) and of a random order of the candidates below the median of P(consume)
     (`random_below_median`: what the cut of `gems` buys without any enjoyment signal), for each
     target definition of `gem_task` and for all liked candidates ("liked"); means over users with
     at least one target. With `enjoyment_model` (e.g. the explicit-only variant), also
-    `enjoy_other` and `gems_other`: P(rating | consumed) from that model, P(consume) from `model`."""
+    `enjoy_other` and `gems_other`: P(rating | consumed) from that model, P(consume) from `model`.
+    `peer_rankings` (name -> scores (U, n), every user, higher first) adds other models' rankings,
+    e.g. MF's predicted ratings (`peer_rating_scores`)."""
     log_c, log_r, seen, task = score_and_task(model, test)
     train = model.train
     common = {"channel_values": train.channel_values, "threshold": model.config.eval.rating_threshold}
@@ -101,6 +108,7 @@ def gem_discovery(model: FittedModel, test: Interactions, *, ks=KS, enjoyment_mo
         other_log_r = all_scores(enjoyment_model, np.arange(train.n_users))[1]
         rankings |= {f"{mode}_other": ranking_scores(log_c, other_log_r, seen, mode=mode, **common)
                      for mode in ("enjoy", "gems")}
+    rankings |= peer_rankings or {}
     below_median = below_consume_quantile(log_c, seen, 0.5)
     result = {}
     for name, targets in {**task.targets, "liked": task.liked}.items():
@@ -124,6 +132,13 @@ def score_and_task(model: FittedModel, test: Interactions):
     task = gem_task(log_c, seen, dense_ratings(test, users), threshold=model.config.eval.rating_threshold,
                     item_popularity=np.bincount(train.item, weights=train.count, minlength=train.n_items))
     return log_c, log_r, seen, task
+
+
+def peer_rating_scores(model, n_users: int, n_items: int) -> np.ndarray:
+    """(n_users, n_items) predicted ratings of a rating model (`predict_ratings`), every pair: its
+    ranking of each user's items."""
+    users, items = np.divmod(np.arange(n_users * n_items), n_items)
+    return np.asarray(model.predict_ratings(users, items), np.float64).reshape(n_users, n_items)
 
 
 def all_scores(model: FittedModel, users) -> tuple[np.ndarray, np.ndarray]:

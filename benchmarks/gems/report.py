@@ -26,8 +26,8 @@ def summarise(runs: list[dict]) -> dict:
                         if isinstance(value, dict) else spread([r["gems"][target][name] for r in runs])
                         for name, value in per.items()}
     verdicts = {}
-    for target in ("model", "popularity"):
-        for rival in ("random", "enjoy", "random_below_median", "least_consumed", "gems_other"):
+    for target in ("model", "popularity", "popular"):
+        for rival in ("random", "enjoy", "random_below_median", "least_consumed", "gems_other", "mf"):
             ours = np.array([r["gems"][target]["gems@5"]["precision"] for r in runs])
             theirs = np.array([r["gems"][target][f"{rival}@5"]["precision"] for r in runs])
             noise = max(gems[target]["gems@5"]["precision"]["std"], gems[target][f"{rival}@5"]["precision"]["std"])
@@ -50,6 +50,7 @@ def markdown_report(result: dict) -> str:
         lines.append(f"| {model} | " + " | ".join(fmt(cells[k]) for k in ("rmse", "mae", "nll", "accuracy", "ece")) + " |")
     for target, title in (("model", "liked (≥ 4) test items in the bottom half of Conv4Rec's `consume` ranking"),
                           ("popularity", "liked (≥ 4) test items in the bottom half of training popularity"),
+                          ("popular", "liked (≥ 4) test items in the top half of training popularity"),
                           ("liked", "all liked (≥ 4) test items")):
         per = s["gems"][target]
         lines += ["", f"## Gem discovery, targets: {title}", "",
@@ -58,17 +59,19 @@ def markdown_report(result: dict) -> str:
                   "| ranking | " + " | ".join(f"P@{k} | R@{k}" for k in KS) + " |",
                   "| --- |" + " --- | --- |" * len(KS)]
         for ranking in ("random", "random_below_median", "consume", "enjoy", "least_consumed", "gems",
-                        "enjoy_other", "gems_other"):
+                        "enjoy_other", "gems_other", "mf", "ips_mf"):
             lines.append(f"| {ranking} | " + " | ".join(f"{fmt(per[f'{ranking}@{k}']['precision'])} | "
                                                        f"{fmt(per[f'{ranking}@{k}']['recall'])}" for k in KS) + " |")
     lines += ["", ("`enjoy_other`, `gems_other`: P(rating ≥ 4 | consumed) from the explicit-only variant, "
-              "P(consume) from Conv4Rec (the cut of `gems_other` is Conv4Rec's).")]
+              "P(consume) from Conv4Rec (the cut of `gems_other` is Conv4Rec's). `mf`, `ips_mf`: the candidates "
+              "by biased MF's and IPS-weighted MF's predicted rating.")]
     lines += ["", "## Trade-off knobs of `gems` at K = 5 (precision; q = gem_quantile, t = gem_tilt)", "",
-              "| q | t | model targets | popularity targets | all liked |", "| --- | --- | --- | --- | --- |"]
+              "| q | t | model targets | popularity targets | popular targets | all liked |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for quantile, tilt in TRADE_OFF_GRID:
         name = f"gems_q{quantile:g}_t{tilt:g}@5"
         lines.append(f"| {quantile:g} | {tilt:g} | " + " | ".join(fmt(s["gems"][t][name]["precision"])
-                                                         for t in ("model", "popularity", "liked")) + " |")
+                                                         for t in ("model", "popularity", "popular", "liked")) + " |")
     lines += ["", "## Verdicts (K = 5; beyond seed noise = better on every seed by more than 2 seed std)", ""]
     for name, verdict in s["verdicts"].items():
         diffs = ", ".join(f"{d:+.3f}" for d in verdict["difference_per_seed"])

@@ -18,10 +18,10 @@ from convae_jax.data.splits import (
     holdout_users,
 )
 from convae_jax.data.synthetic import SyntheticTruth
-from convae_jax.data.table import RatingsTable
+from convae_jax.data.table import RatingsTable, load_random_exposure
 
 __all__ = [
     "DATASETS", "Dataset", "Interactions", "RatingsTable", "RowBatch", "RowMatrix", "SyntheticTruth", "UserSplit",
     "entry_budget", "holdout_interactions", "holdout_per_user", "holdout_users", "iterate_batches", "load_coat",
-    "load_dataset", "load_douban", "load_movielens", "load_ratings_table",
+    "load_dataset", "load_douban", "load_movielens", "load_random_exposure", "load_ratings_table",
 ]

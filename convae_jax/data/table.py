@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from convae_jax.data.interactions import Interactions
-from convae_jax.data.loaders import load_ratings_table, parses_as
+from convae_jax.data.loaders import Dataset, load_ratings_table, parses_as
 from convae_jax.errors import ConvaeError, DataError
 
 # Separators tried, in this order, when none is given: the first that splits every sampled line
@@ -112,6 +112,20 @@ class RatingsTable:
         user, item, *rating = self.columns
         return {"path": path, "user_col": user, "item_col": item, "rating_col": rating[0] if rating else None,
                 "scale": self.scale, "sep": sep, "header": header, "integer_ids": None}
+
+
+def load_random_exposure(table: RatingsTable) -> Dataset:
+    """A random-exposure dataset of one's own: `table.ratings` holds the self-selected ratings
+    (what users chose to rate) that models train on, `table.test` ratings of items shown to users
+    at random, as Coat's test set is (Schnabel et al. 2016), which
+    `evaluate.random_exposure_protocol` scores. Both need a rating column. Every test user and
+    item must be in the ratings file (a model has no history of the others): one that is not is a
+    `DataError` naming the test file, its line and the field. The dataset is named after the
+    ratings file (`RatingsTable.name`)."""
+    if table.test is None or table.scale is None:
+        raise ConvaeError("a random-exposure dataset needs a test file and a rating column with its scale")
+    train, test = table.load()
+    return Dataset(table.name, train, test)
 
 
 def parse_columns(text: str) -> tuple[str | int, ...]:
