@@ -34,8 +34,10 @@ def free_port() -> int:
 
 
 def start_cluster(args: list[str], *, processes: int, devices: int, logs: Path) -> list[subprocess.Popen]:
-    """`convae ARGS` as `processes` processes of `devices` simulated CPU devices each."""
+    """`convae ARGS` as `processes` processes of `devices` simulated CPU devices each. They share a
+    persistent XLA compilation cache beside `logs`, so that the relaunches of a test compile nothing."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
+               JAX_COMPILATION_CACHE_DIR=str(logs.parent / "xla-cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     cluster = []
     if processes > 1:
