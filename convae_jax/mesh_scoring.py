@@ -33,7 +33,7 @@ from convae_jax.data.batches import RowMatrix, entry_budget, iterate_batches
 from convae_jax.data.interactions import Interactions
 from convae_jax.errors import ConvaeError
 from convae_jax.model import Conv4Rec, build_model, init_params
-from convae_jax.predict import FittedModel, FoldedUsers, ScoringKernels, UserScores, padded_index
+from convae_jax.predict import FittedModel, FoldedUsers, ScoringKernels, UserScores, log_item_prior, padded_index
 from convae_jax.rank import seen_mask
 from convae_jax.sharding import MODEL, Layout, make_layout
 
@@ -166,9 +166,7 @@ class MeshScorer:
 
     @functools.cached_property
     def log_item_prior(self) -> jnp.ndarray:
-        """log P(i): add-one smoothed training item frequency (item rows)."""
-        counts = np.bincount(self.train.item, weights=self.train.count, minlength=self.train.n_items) + 1.0
-        return jnp.asarray(np.log(counts / counts.sum()), jnp.float32)
+        return log_item_prior(self.train)
 
     @functools.cached_property
     def mean_column(self) -> tuple:

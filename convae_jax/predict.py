@@ -153,9 +153,7 @@ class FittedModel:
 
     @functools.cached_property
     def log_item_prior(self) -> jnp.ndarray:
-        """log P(i): add-one smoothed training item frequency (item rows)."""
-        counts = np.bincount(self.train.item, weights=self.train.count, minlength=self.train.n_items) + 1.0
-        return jnp.asarray(np.log(counts / counts.sum()), jnp.float32)
+        return log_item_prior(self.train)
 
 
 @dataclasses.dataclass(eq=False)
@@ -373,6 +371,12 @@ def _adam_per_user(model: FittedModel, objective, starts, history: Interactions,
         theta = fit_one(jax.tree_util.tree_map(lambda a, rows=rows: a[rows], starts), jnp.asarray(dense))
         fitted.append(jax.tree_util.tree_map(lambda a, size=size: a[:size], theta))
     return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *fitted)
+
+
+def log_item_prior(train: Interactions) -> jnp.ndarray:
+    """log P(i): add-one smoothed training item frequency (item rows), so that unseen items keep a finite score."""
+    counts = np.bincount(train.item, weights=train.count, minlength=train.n_items) + 1.0
+    return jnp.asarray(np.log(counts / counts.sum()), jnp.float32)
 
 
 def padded_index(index: np.ndarray, size: int) -> np.ndarray:

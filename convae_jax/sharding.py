@@ -21,6 +21,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from convae_jax.config import Config
+from convae_jax.data.per_process import global_batch
 from convae_jax.errors import ConfigError
 from convae_jax.pytrees import leaf_name
 
@@ -132,14 +133,10 @@ class Layout:
         alone. With one process the batch is handed to the jitted step as it is."""
         if jax.process_count() == 1:
             return batch
-        mine = self.local_data_shards
-
-        def put(leaf):
-            parts = np.asarray(leaf).reshape(self.data, -1, *np.shape(leaf)[1:])
-            local = np.concatenate([parts[i] for i in mine])
-            return jax.make_array_from_process_local_data(self.batch_sharding, local, np.shape(leaf))
-
-        return jax.tree_util.tree_map(put, batch)
+        piece = type(batch)(*(None if leaf is None else
+                              np.concatenate([np.split(np.asarray(leaf), self.data)[i] for i in self.local_data_shards])
+                              for leaf in batch))
+        return global_batch(piece, self.batch_sharding, process_count=jax.process_count())
 
     def padded_shapes(self, init_fn):
         """Shapes and dtypes of `init_fn(key)` (a tree of today's shapes) once padded."""
